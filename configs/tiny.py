@@ -1,0 +1,28 @@
+"""A tiny configuration for tests: two stages (16 and 32 px), narrow networks
+and a small from-scratch STREAM encoder. Every field the real configs have."""
+
+from configs import birds
+
+
+def get_config():
+  config = birds.get_config()
+  config.dataset = "tiny"
+  config.batch_size = 8
+  config.text.vocab_size = 40
+  config.text.words_num = 6
+  config.text.embedding_dim = 16
+  config.text.hidden_dim = 16
+  config.model.ngf = 8
+  config.model.ndf = 8
+  config.model.r_num = 1
+  config.model.z_dim = 8
+  config.model.condition_dim = 8
+  config.model.num_stages = 2
+  config.model.base_size = 16
+  config.stream.backbone = "small"
+  config.stream.embed_size = 16
+  config.stream.hidden_size = 16
+  config.stream.small_widths = (8, 16)
+  config.image_encoder.backbone = "small"
+  config.image_encoder.small_widths = (8, 16)
+  return config

@@ -1,0 +1,89 @@
+"""Validation of a configuration before anything is built: a value out of range
+is reported with its full field name, the value and what is allowed."""
+
+from typing import Any, Callable
+
+DTYPES = ("float32", "bfloat16")
+STREAM_BACKBONES = ("resnet152", "small")
+IMAGE_ENCODER_BACKBONES = ("inception_v3", "small")
+
+
+class ConfigError(ValueError):
+  """A configuration field holds a value the code cannot run with."""
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    try:
+      node = node[part]
+    except (KeyError, AttributeError) as e:
+      raise ConfigError(f"config.{path} is missing") from e
+  return node
+
+
+def _require(config, path: str, ok: Callable[[Any], bool], allowed: str):
+  value = _get(config, path)
+  try:
+    good = ok(value)
+  except TypeError:
+    good = False
+  if not good:
+    raise ConfigError(f"config.{path} must be {allowed}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v) -> bool:
+  return _is_int(v) and v > 0
+
+
+def _power_of_two(v) -> bool:
+  return _is_int(v) and v > 0 and v & (v - 1) == 0
+
+
+def _widths(v) -> bool:
+  return len(v) > 0 and all(_positive_int(w) for w in v)
+
+
+def check_config(config) -> None:
+  """Raises ConfigError naming the first field that is out of range."""
+  r = lambda path, ok, allowed: _require(config, path, ok, allowed)  # noqa: E731
+  r("seed", _is_int, "an integer")
+  r("batch_size", _positive_int, "a positive integer")
+  r("dtype", lambda v: v in DTYPES, f"one of {DTYPES}")
+  r("text.vocab_size", lambda v: _is_int(v) and v >= 2,
+    "an integer >= 2 (id 0 is padding)")
+  r("text.words_num", _positive_int, "a positive integer")
+  r("text.embedding_dim", _positive_int, "a positive integer")
+  r("text.hidden_dim", lambda v: _positive_int(v) and v % 2 == 0,
+    "a positive even integer (two LSTM directions)")
+  r("text.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  for f in ("ngf", "ndf", "z_dim", "condition_dim", "num_stages"):
+    r(f"model.{f}", _positive_int, "a positive integer")
+  r("model.r_num", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+  r("model.base_size", lambda v: _power_of_two(v) and v >= 8,
+    "a power of two >= 8")
+  r("stream.backbone", lambda v: v in STREAM_BACKBONES, f"one of {STREAM_BACKBONES}")
+  for f in ("image_size", "embed_size", "hidden_size", "max_decode_len"):
+    r(f"stream.{f}", _positive_int, "a positive integer")
+  r("stream.small_widths", _widths, "a non-empty sequence of positive integers")
+  r("image_encoder.backbone", lambda v: v in IMAGE_ENCODER_BACKBONES,
+    f"one of {IMAGE_ENCODER_BACKBONES}")
+  r("image_encoder.image_size", _positive_int, "a positive integer")
+  r("image_encoder.small_widths", _widths,
+    "a non-empty sequence of positive integers")
+  for f in ("g_lr", "d_lr"):
+    r(f"optim.{f}", lambda v: v > 0, "a positive number")
+  for f in ("b1", "b2"):
+    r(f"optim.{f}", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  for f in ("stream_weight", "kl_weight"):
+    r(f"loss.{f}", lambda v: v >= 0, "a number >= 0")
+  r("ema_decay", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+
+
+def stage_sizes(config) -> tuple[int, ...]:
+  """Image side of every generator stage, e.g. (64, 128, 256)."""
+  return tuple(config.model.base_size * 2**i for i in range(config.model.num_stages))

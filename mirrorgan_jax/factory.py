@@ -1,0 +1,53 @@
+"""Builds every network and optimizer from a configuration, in one place."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import optax
+
+from mirrorgan_jax.config_check import check_config, stage_sizes
+from mirrorgan_jax.models.captioner import Captioner
+from mirrorgan_jax.models.discriminator import Discriminator
+from mirrorgan_jax.models.generator import Generator
+from mirrorgan_jax.models.image_encoder import ImageEncoder
+from mirrorgan_jax.models.text_encoder import TextEncoder
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The stateless half of MirrorGAN: Linen modules and optax transforms."""
+  text_encoder: TextEncoder
+  image_encoder: ImageEncoder
+  generator: Generator
+  discriminators: tuple[Discriminator, ...]
+  captioner: Captioner
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+
+
+def compute_dtype(config):
+  return jnp.dtype(config.dtype)
+
+
+def adam(lr: float, config) -> optax.GradientTransformation:
+  # PyTorch Adam's eps 1e-8 is optax's default too.
+  return optax.adam(lr, b1=config.optim.b1, b2=config.optim.b2)
+
+
+def create_models(config) -> Models:
+  check_config(config)
+  dtype = compute_dtype(config)
+  t, m, s, ie = config.text, config.model, config.stream, config.image_encoder
+  return Models(
+      text_encoder=TextEncoder(t.vocab_size, t.embedding_dim, t.hidden_dim, t.dropout),
+      image_encoder=ImageEncoder(t.hidden_dim, ie.backbone, ie.image_size,
+                                 tuple(ie.small_widths), dtype),
+      generator=Generator(m.ngf, m.r_num, m.condition_dim, m.num_stages,
+                          m.base_size, dtype),
+      discriminators=tuple(Discriminator(size, m.ndf, dtype)
+                           for size in stage_sizes(config)),
+      captioner=Captioner(t.vocab_size, s.embed_size, s.hidden_size, s.backbone,
+                          s.image_size, tuple(s.small_widths), dtype),
+      g_tx=adam(config.optim.g_lr, config),
+      d_tx=adam(config.optim.d_lr, config),
+  )

@@ -1,0 +1,68 @@
+"""The whole state of MirrorGAN training as one pytree, and its initialisation."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.factory import Models
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class NetState:
+  """A trained network: parameters, BatchNorm statistics, optimizer state."""
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+
+
+@flax.struct.dataclass
+class GANState:
+  step: jax.Array  # int32 scalar: G updates done
+  g: NetState
+  g_ema: PyTree  # EMA of G's parameters (BatchNorm statistics are not averaged)
+  d: tuple[NetState, ...]  # one per stage
+  text_encoder: PyTree  # frozen STEM parameters
+  stream: PyTree  # frozen STREAM variables {'params', 'batch_stats'}
+
+
+def example_inputs(config, batch: int = 2) -> dict:
+  """Zero inputs of the right shapes and dtypes, for init and eval_shape."""
+  t = config.text.words_num
+  return {
+      "z": jnp.zeros((batch, config.model.z_dim)),
+      "sentence": jnp.zeros((batch, config.text.hidden_dim)),
+      "words": jnp.zeros((batch, t, config.text.hidden_dim)),
+      "mask": jnp.zeros((batch, t), bool),
+      "captions": jnp.ones((batch, t), jnp.int32),
+      "lengths": jnp.full((batch,), t, jnp.int32),
+      "images": tuple(jnp.zeros((batch, s, s, 3)) for s in stage_sizes(config)),
+  }
+
+
+def _net_state(variables, tx) -> NetState:
+  params = variables["params"]
+  return NetState(params, variables.get("batch_stats", {}), tx.init(params))
+
+
+def init_gan_state(models: Models, config, key: jax.Array) -> GANState:
+  """All networks from one key. STEM and STREAM start random here; the
+  pretraining phases (or converted weights) replace them."""
+  x = example_inputs(config)
+  k_text, k_g, k_noise, k_stream, k_d = jax.random.split(key, 5)
+  text = models.text_encoder.init(k_text, x["captions"], x["lengths"])
+  g = models.generator.init({"params": k_g, "noise": k_noise}, x["z"], x["sentence"],
+                            x["words"], x["mask"])
+  ds = tuple(
+      _net_state(d.init(k, img, x["sentence"]), models.d_tx)
+      for d, k, img in zip(models.discriminators,
+                           jax.random.split(k_d, len(models.discriminators)),
+                           x["images"]))
+  stream = models.captioner.init(k_stream, x["images"][-1], x["captions"])
+  g_state = _net_state(g, models.g_tx)
+  return GANState(step=jnp.zeros((), jnp.int32), g=g_state, g_ema=g_state.params,
+                  d=ds, text_encoder=text["params"], stream=dict(stream))

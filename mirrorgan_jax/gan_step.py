@@ -1,0 +1,129 @@
+"""One MirrorGAN training iteration as a pure function, in the official order:
+
+1. the frozen STEM encodes the captions (and the mismatched captions);
+2. one generator forward with z and conditioning-augmentation noise drawn from
+   the step's key, `fold_in(key, step)`;
+3. each discriminator is updated on the detached fakes;
+4. the generator loss is computed through the *updated* discriminators plus the
+   frozen STREAM captioner's cross-entropy and the KL term;
+5. one generator update, then the EMA of its parameters.
+
+The generator runs forward once: `jax.vjp` keeps its residuals, the fakes feed
+the D updates, and the G loss's gradient with respect to the fakes is pulled
+back through the same forward (as PyTorch's single forward + backward), so G's
+BatchNorm statistics are updated exactly once per iteration.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mirrorgan_jax import losses
+from mirrorgan_jax.factory import Models
+from mirrorgan_jax.gan_state import GANState, NetState
+from mirrorgan_jax.models.text_encoder import padding_mask
+
+Batch = dict
+Metrics = dict
+
+
+def encode_text(models: Models, params, captions, lengths):
+  """Frozen STEM (dropout off): (words (B,T,nef), sentence (B,nef)), no gradient."""
+  words, sentence = models.text_encoder.apply({"params": params}, captions, lengths)
+  return jax.lax.stop_gradient(words), jax.lax.stop_gradient(sentence)
+
+
+def _apply_updates(net: NetState, grads, batch_stats, tx) -> NetState:
+  updates, opt_state = tx.update(grads, net.opt_state, net.params)
+  return NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
+
+
+def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Array],
+                                                         tuple[GANState, Metrics]]:
+  """Returns `train_step(state, batch, key) -> (state, metrics)`.
+
+  batch: 'images' (a tuple with one (B, S, S, 3) array per stage, in [-1, 1]),
+  'captions' (B, T) int32, 'caption_lens' (B,) int32 and, optionally,
+  'wrong_captions' / 'wrong_caption_lens' for the mismatched-pair term
+  (without them each image is paired with the next caption of the batch).
+  """
+  stream_weight = float(config.loss.stream_weight)
+  kl_weight = float(config.loss.kl_weight)
+  ema_decay = float(config.ema_decay)
+  z_dim = config.model.z_dim
+
+  def train_step(state: GANState, batch: Batch, key: jax.Array):
+    key = jax.random.fold_in(key, state.step)
+    z_key, noise_key = jax.random.split(key)
+    captions, lengths = batch["captions"], batch["caption_lens"]
+    mask = padding_mask(lengths, captions.shape[1])
+    words, sentence = encode_text(models, state.text_encoder, captions, lengths)
+    if "wrong_captions" in batch:
+      _, wrong_sentence = encode_text(models, state.text_encoder,
+                                      batch["wrong_captions"], batch["wrong_caption_lens"])
+    else:
+      wrong_sentence = jnp.roll(sentence, -1, axis=0)
+    z = jax.random.normal(z_key, (captions.shape[0], z_dim))
+
+    def g_forward(g_params):
+      (images, _, mu, logvar), new_vars = models.generator.apply(
+          {"params": g_params, "batch_stats": state.g.batch_stats},
+          z, sentence, words, mask, train=True, rngs={"noise": noise_key},
+          mutable=["batch_stats"])
+      return (images, mu, logvar), new_vars["batch_stats"]
+
+    (fakes, mu, logvar), g_vjp, g_batch_stats = jax.vjp(
+        g_forward, state.g.params, has_aux=True)
+
+    metrics = {}
+    new_d = []
+    for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
+      real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
+
+      def d_loss_fn(params, disc=disc, d=d, real=real, fake=fake):
+        logits, new_vars = disc.apply(
+            {"params": params, "batch_stats": d.batch_stats}, real, fake, sentence,
+            wrong_sentence, method="discriminate", mutable=["batch_stats"])
+        loss, terms = losses.discriminator_loss(logits)
+        return loss, (terms, new_vars["batch_stats"])
+
+      (d_loss, (terms, d_stats)), d_grads = jax.value_and_grad(
+          d_loss_fn, has_aux=True)(d.params)
+      new_d.append(_apply_updates(d, d_grads, d_stats, models.d_tx))
+      metrics[f"d_loss_{i}"] = d_loss
+      metrics.update({f"d_{k}_{i}": v for k, v in terms.items()})
+
+    def g_loss_fn(fakes, mu, logvar):
+      total, d_stats, terms = 0.0, [], {}
+      for i, (disc, d) in enumerate(zip(models.discriminators, new_d)):
+        (uncond, cond), new_vars = disc.apply(
+            {"params": d.params, "batch_stats": d.batch_stats}, fakes[i], sentence,
+            mutable=["batch_stats"])
+        terms[f"g_adv_{i}"] = losses.generator_adversarial_loss(uncond, cond)
+        total = total + terms[f"g_adv_{i}"]
+        d_stats.append(new_vars["batch_stats"])
+      cap_logits = models.captioner.apply(state.stream, fakes[-1], captions)
+      terms["g_stream"] = losses.caption_loss(cap_logits, captions, lengths)
+      terms["g_kl"] = losses.kl_loss(mu, logvar)
+      total = total + stream_weight * terms["g_stream"] + kl_weight * terms["g_kl"]
+      return total, (terms, d_stats)
+
+    (g_loss, (g_terms, d_stats)), cotangents = jax.value_and_grad(
+        g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
+    (g_grads,) = g_vjp(cotangents)
+    g = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
+    g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                         state.g_ema, g.params)
+    # The G pass runs the discriminators in training mode too, which moves
+    # their running statistics, as the official code.
+    new_d = tuple(d.replace(batch_stats=s) for d, s in zip(new_d, d_stats))
+
+    metrics.update(g_terms)
+    metrics["g_loss"] = g_loss
+    metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(new_d)))
+    new_state = state.replace(step=state.step + 1, g=g, g_ema=g_ema, d=new_d)
+    return new_state, metrics
+
+  return train_step

@@ -1,0 +1,1 @@
+"""Flax Linen modules of MirrorGAN: one file per module family (NHWC throughout)."""

@@ -1,0 +1,117 @@
+"""GLAM generator: conditioning augmentation, the initial stage and the
+refinement stages with global-local attention, and one tanh image head per stage.
+
+Widths follow the official G_NET: the initial stage starts at ngf * 2**n_up
+channels (16 * ngf for the 64 px base: four up-blocks from 4x4) and ends at
+ngf; refinement stages keep ngf. Smaller base sizes (the `shapes` configs) use
+fewer up-blocks and proportionally narrower initial widths.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mirrorgan_jax.models.attention import GlobalLocalAttention
+from mirrorgan_jax.models.layers import (ResBlock, UpBlock, batch_norm, conv, glu,
+                                         orthogonal)
+
+Dtype = Any
+
+
+def num_upblocks(base_size: int) -> int:
+  """Up-blocks from 4x4 to the base size (4 for 64 px)."""
+  return (base_size // 4).bit_length() - 1
+
+
+class ConditioningAugmentation(nn.Module):
+  """sentence (B, nef) -> c (B, cond), mu, logvar. Linear -> GLU, then a
+  reparameterised sample with noise from the 'noise' RNG stream (also at
+  sampling time, as the official code)."""
+  condition_dim: int = 100
+
+  @nn.compact
+  def __call__(self, sentence):
+    # Kept in float32 in every precision: exp(logvar) is sensitive.
+    x = nn.Dense(4 * self.condition_dim, kernel_init=orthogonal,
+                 name="fc")(sentence.astype(jnp.float32))
+    x = glu(x)
+    mu, logvar = x[:, :self.condition_dim], x[:, self.condition_dim:]
+    eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
+    return mu + jnp.exp(0.5 * logvar) * eps, mu, logvar
+
+
+class InitStage(nn.Module):
+  """[c ; z] -> Linear -> BN1d -> GLU -> (4, 4, width) -> up-blocks -> ngf."""
+  ngf: int
+  base_size: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, c, z, train: bool):
+    n_up = num_upblocks(self.base_size)
+    width = self.ngf * 2**n_up
+    x = jnp.concatenate([c, z], axis=-1).astype(self.dtype)
+    x = nn.Dense(width * 4 * 4 * 2, use_bias=False, dtype=self.dtype,
+                 kernel_init=orthogonal, name="fc")(x)
+    x = glu(batch_norm(train, self.dtype, name="fc_bn")(x))
+    # PyTorch's view(-1, width, 4, 4) is channel-major: keep that layout so
+    # converted weights need no permutation.
+    x = x.reshape(x.shape[0], width, 4, 4).transpose(0, 2, 3, 1)
+    for i in range(n_up):
+      x = UpBlock(width // 2**(i + 1), self.dtype, name=f"upsample{i + 1}")(x, train)
+    return x
+
+
+class NextStage(nn.Module):
+  """GLAM, then cat[h, word ctx, sentence ctx] -> 1x1 conv (3ngf -> 2ngf) ->
+  R_NUM residual blocks -> up-block (2ngf -> ngf): twice the resolution."""
+  ngf: int
+  r_num: int = 2
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, c, words, mask, train: bool):
+    word_ctx, sent_ctx, word_att, _ = GlobalLocalAttention(
+        self.ngf, self.dtype, name="att")(h, c, words, mask)
+    x = jnp.concatenate([h, word_ctx, sent_ctx], axis=-1)
+    x = conv(2 * self.ngf, 1, dtype=self.dtype, name="conv")(x)
+    for i in range(self.r_num):
+      x = ResBlock(self.dtype, name=f"residual{i}")(x, train)
+    return UpBlock(self.ngf, self.dtype, name="upsample")(x, train), word_att
+
+
+class ImageHead(nn.Module):
+  """conv3x3 (ngf -> 3, no bias) -> tanh, returned in float32."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h):
+    return jnp.tanh(conv(3, 3, padding=1, dtype=self.dtype, name="conv")(h)
+                    .astype(jnp.float32))
+
+
+class Generator(nn.Module):
+  """(z, sentence, words, mask) -> images per stage (float32, [-1, 1]), word
+  attention maps per refinement stage (B, T, H, W), mu, logvar."""
+  ngf: int = 32
+  r_num: int = 2
+  condition_dim: int = 100
+  num_stages: int = 3
+  base_size: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, sentence, words, mask, train: bool = True):
+    c, mu, logvar = ConditioningAugmentation(self.condition_dim, name="ca_net")(sentence)
+    words = words.astype(self.dtype)
+    h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
+    images = [ImageHead(self.dtype, name="img_net1")(h)]
+    attention = []
+    for i in range(1, self.num_stages):
+      h, att = NextStage(self.ngf, self.r_num, self.dtype,
+                         name=f"h_net{i + 1}")(h, c.astype(self.dtype), words, mask, train)
+      images.append(ImageHead(self.dtype, name=f"img_net{i + 1}")(h))
+      attention.append(att)
+    return tuple(images), tuple(attention), mu, logvar
