@@ -40,9 +40,9 @@ class TextEncoder(nn.Module):
                    embedding_init=uniform_init(0.1), name="embedding")(tokens)
     emb = nn.Dropout(self.dropout)(emb, deterministic=deterministic)
     half = self.hidden_dim // 2
-    fwd = nn.RNN(lstm_cell(half), return_carry=True, name="forward")
-    bwd = nn.RNN(lstm_cell(half), return_carry=True, reverse=True,
-                 keep_order=True, name="backward")
+    fwd = nn.RNN(lstm_cell(half, name="lstm_fwd"), return_carry=True)
+    bwd = nn.RNN(lstm_cell(half, name="lstm_bwd"), return_carry=True,
+                 reverse=True, keep_order=True)
     (_, h_fwd), out_fwd = fwd(emb, seq_lengths=lengths)
     (_, h_bwd), out_bwd = bwd(emb, seq_lengths=lengths)
     valid = ~padding_mask(lengths, tokens.shape[1])

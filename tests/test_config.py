@@ -1,0 +1,50 @@
+import pytest
+
+from configs import birds, coco, tiny
+from mirrorgan_jax import factory
+from mirrorgan_jax.config_check import ConfigError, check_config, stage_sizes
+
+
+def test_birds_has_the_official_values():
+  c = birds.get_config()
+  assert (c.model.ngf, c.model.ndf, c.model.r_num) == (32, 64, 2)
+  assert stage_sizes(c) == (64, 128, 256)
+  assert c.batch_size == 12
+  assert (c.optim.g_lr, c.optim.d_lr, c.optim.b1, c.optim.b2) == (2e-4, 2e-4, 0.5, 0.999)
+  assert (c.loss.stream_weight, c.loss.kl_weight, c.ema_decay) == (10.0, 1.0, 0.999)
+  assert (c.text.words_num, c.model.z_dim, c.model.condition_dim) == (18, 100, 100)
+  assert (c.text.hidden_dim, c.text.embedding_dim, c.text.vocab_size) == (256, 300, 5450)
+  assert c.stream.backbone == "resnet152"
+
+
+def test_coco_has_attngan_coco_values():
+  c = coco.get_config()
+  assert (c.model.ngf, c.model.ndf, c.model.r_num) == (48, 96, 3)
+  assert (c.batch_size, c.text.words_num, c.text.vocab_size) == (14, 12, 27297)
+
+
+@pytest.mark.parametrize("get", [birds.get_config, coco.get_config, tiny.get_config])
+def test_shipped_configs_are_valid(get):
+  check_config(get())
+
+
+@pytest.mark.parametrize("path,value,fragment", [
+    ("model.base_size", 48, "config.model.base_size must be a power of two"),
+    ("model.ngf", 0, "config.model.ngf must be a positive integer"),
+    ("batch_size", -3, "config.batch_size"),
+    ("dtype", "float16", "config.dtype must be one of"),
+    ("text.hidden_dim", 255, "config.text.hidden_dim"),
+    ("text.dropout", 1.0, "config.text.dropout"),
+    ("optim.b1", 1.5, "config.optim.b1"),
+    ("loss.stream_weight", -1.0, "config.loss.stream_weight"),
+    ("stream.backbone", "vgg", "config.stream.backbone"),
+    ("ema_decay", 2.0, "config.ema_decay"),
+])
+def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
+  c = birds.get_config()
+  section, _, field = path.rpartition(".")
+  (c[section] if section else c)[field] = value
+  with pytest.raises(ConfigError) as e:
+    factory.create_models(c)
+  assert fragment in str(e.value)
+  assert repr(value) in str(e.value)
