@@ -21,8 +21,9 @@ def build(config, devices):
   return models, mesh, init, step
 
 
-def run(config, devices, steps, batch=None):
-  models, mesh, init, step = build(config, devices)
+def run(config, built, steps, batch=None):
+  """`steps` iterations on one fixed batch; `built` is `build(...)`'s result."""
+  models, mesh, init, step = built
   state = init(jax.random.key(config.seed))
   batch = parallel.global_batch(mesh, batch or synthetic_batch(config))
   history = []
@@ -103,8 +104,8 @@ def test_generator_loss_goes_through_the_updated_discriminators(config, one_devi
     assert adv(d_old) != pytest.approx(metrics[f"g_adv_{i}"], rel=1e-4)
 
 
-def test_repeated_iterations_on_one_batch_lower_the_d_loss(config):
-  _, history = run(config, jax.devices()[:1], 25)
+def test_repeated_iterations_on_one_batch_lower_the_d_loss(config, one_device):
+  _, history = run(config, one_device, 25)
   d = [h["d_loss"] for h in history]
   assert all(np.isfinite(d))
   assert np.mean(d[-5:]) < 0.9 * np.mean(d[:3]), d
@@ -133,11 +134,11 @@ def test_same_seed_gives_bitwise_identical_state_after_three_iterations(config, 
                             jax.tree.leaves(a.g.params)[0])
 
 
-def test_eight_devices_give_the_same_state_as_one(config):
+def test_eight_devices_give_the_same_state_as_one(config, one_device):
   assert len(jax.devices()) == 8
   batch = synthetic_batch(config)  # batch 8: one example per device
-  one, m1 = run(config, jax.devices()[:1], 1, batch)
-  eight, m8 = run(config, jax.devices(), 1, batch)
+  one, m1 = run(config, one_device, 1, batch)
+  eight, m8 = run(config, build(config, jax.devices()), 1, batch)
   # Relative difference per state leaf, ||one - eight|| / ||one||. Elementwise
   # ratios would measure rounding noise: Adam's first step maps gradients that
   # are zero up to rounding (~1e-9, from a different summation order) to +-lr.
@@ -154,7 +155,7 @@ def test_eight_devices_give_the_same_state_as_one(config):
 def test_bfloat16_compute_keeps_float32_parameters_optimizer_and_losses(config):
   c = tiny.get_config()
   c.dtype = "bfloat16"
-  state, history = run(c, jax.devices()[:1], 2)
+  state, history = run(c, build(c, jax.devices()[:1]), 2)
   for tree in (state.g.params, state.g.opt_state, state.g_ema, state.d[0].params,
                state.d[1].opt_state):
     floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]

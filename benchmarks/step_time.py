@@ -1,0 +1,124 @@
+"""Milliseconds per MirrorGAN training iteration.
+
+Prints, after warm-up, the median/min/max time of one full iteration (text
+encoding, G forward, every D update, G loss through the updated Ds and the
+frozen STREAM, G update, EMA), images per second, the compile time, XLA's
+memory plan for the step, the device's peak memory where the backend reports
+it, and the process's peak resident memory.
+
+  python -m benchmarks.step_time                          # (a) birds, (b) one 64 px stage
+  python -m benchmarks.step_time --presets=stage64 --dtype=bfloat16
+  python -m benchmarks.step_time --presets=tiny --steps=20
+
+Presets: `birds` = configs/birds.py (three stages to 256 px, batch 12, ResNet-152
+STREAM); `stage64` = the same networks with one 64 px stage and batch 8; `tiny`
+= configs/tiny.py. Data are random arrays already on the devices, so this
+measures the step alone.
+"""
+
+import resource
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import numpy as np
+
+from configs import birds, tiny
+from mirrorgan_jax import factory, gan_state, gan_step, parallel
+from mirrorgan_jax.config_check import stage_sizes
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("presets", ["birds", "stage64"], "Which configurations to time.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_integer("steps", 5, "Timed iterations.")
+flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
+
+
+def preset_config(name: str):
+  if name == "birds":
+    return birds.get_config()
+  if name == "stage64":
+    config = birds.get_config()
+    config.model.num_stages = 1
+    config.batch_size = 8
+    return config
+  if name == "tiny":
+    return tiny.get_config()
+  raise app.UsageError(f"unknown preset {name!r}: use birds, stage64 or tiny")
+
+
+def random_batch(config, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  b, t, v = config.batch_size, config.text.words_num, config.text.vocab_size
+  lengths = rng.integers(t // 2, t + 1, b).astype(np.int32)
+  captions = np.where(np.arange(t)[None] < lengths[:, None],
+                      rng.integers(1, v, (b, t)), 0).astype(np.int32)
+  return {
+      "images": tuple(rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
+                      for s in stage_sizes(config)),
+      "captions": captions, "caption_lens": lengths,
+      "wrong_captions": np.roll(captions, 1, 0), "wrong_caption_lens": np.roll(lengths, 1),
+  }
+
+
+def mib(n_bytes) -> str:
+  return f"{n_bytes / 2**20:,.0f} MiB"
+
+
+def time_preset(name: str) -> None:
+  config = preset_config(name)
+  config.dtype = FLAGS.dtype
+  models = factory.create_models(config)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  state = parallel.jit_init(lambda k: gan_state.init_gan_state(models, config, k),
+                            mesh)(jax.random.key(config.seed))
+  batch = parallel.global_batch(mesh, random_batch(config))
+  key = jax.random.key(1)
+  step = parallel.jit_train_step(gan_step.make_train_step(models, config), mesh)
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, key).compile()
+  compile_s = time.perf_counter() - t0
+  for _ in range(FLAGS.warmup):
+    state, metrics = compiled(state, batch, key)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(FLAGS.steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(metrics)
+    times.append(1000 * (time.perf_counter() - t0))
+
+  med = statistics.median(times)
+  sizes = "/".join(str(s) for s in stage_sizes(config))
+  print(f"\n== {name}: stages {sizes} px, batch {config.batch_size}, "
+        f"STREAM {config.stream.backbone}, {config.dtype}, "
+        f"{mesh.size} x {jax.devices()[0].device_kind}")
+  print(f"  step time   median {med:,.1f} ms   min {min(times):,.1f} ms   "
+        f"max {max(times):,.1f} ms   ({FLAGS.steps} steps after {FLAGS.warmup} warm-up)")
+  print(f"  throughput  {1000 * config.batch_size / med:,.2f} images/s")
+  print(f"  compile     {compile_s:,.1f} s")
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    print(f"  XLA plan    arguments {mib(mem.argument_size_in_bytes)}, "
+          f"temporaries {mib(mem.temp_size_in_bytes)}, outputs {mib(mem.output_size_in_bytes)}"
+          f" (donated state aliased: {mib(mem.alias_size_in_bytes)})")
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    print(f"  device peak {mib(stats['peak_bytes_in_use'])}")
+  print(f"  host peak   {mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
+        " resident (the whole process so far)")
+  print(f"  losses      d {float(metrics['d_loss']):.4f}   g {float(metrics['g_loss']):.4f}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for name in FLAGS.presets:
+    time_preset(name)
+
+
+if __name__ == "__main__":
+  app.run(main)
