@@ -9,10 +9,13 @@ it, and the process's peak resident memory.
   python -m benchmarks.step_time                          # (a) birds, (b) one 64 px stage
   python -m benchmarks.step_time --presets=stage64 --dtype=bfloat16
   python -m benchmarks.step_time --presets=tiny --steps=20
+  python -m benchmarks.step_time --presets=config --config=configs/coco.py \
+      --config.model.num_stages=2
 
 Presets: `birds` = configs/birds.py (three stages to 256 px, batch 12, ResNet-152
 STREAM); `stage64` = the same networks with one 64 px stage and batch 8; `tiny`
-= configs/tiny.py. Data are random arrays already on the devices, so this
+= configs/tiny.py; `config` = the file given with --config, with any
+--config.<field>=<value> overrides. Data are random arrays already on the devices, so this
 measures the step alone.
 """
 
@@ -22,17 +25,20 @@ import time
 
 from absl import app, flags
 import jax
-import numpy as np
+from ml_collections import config_flags
 
 from configs import birds, tiny
 from mirrorgan_jax import factory, gan_state, gan_step, parallel
+from mirrorgan_jax.batch import random_batch
 from mirrorgan_jax.config_check import stage_sizes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("presets", ["birds", "stage64"], "Which configurations to time.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                  "Compute dtype (default: the config's).")
 flags.DEFINE_integer("steps", 5, "Timed iterations.")
 flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
+config_flags.DEFINE_config_file("config", None, "Config file for the `config` preset.")
 
 
 def preset_config(name: str):
@@ -45,21 +51,11 @@ def preset_config(name: str):
     return config
   if name == "tiny":
     return tiny.get_config()
-  raise app.UsageError(f"unknown preset {name!r}: use birds, stage64 or tiny")
-
-
-def random_batch(config, seed: int = 0) -> dict:
-  rng = np.random.default_rng(seed)
-  b, t, v = config.batch_size, config.text.words_num, config.text.vocab_size
-  lengths = rng.integers(t // 2, t + 1, b).astype(np.int32)
-  captions = np.where(np.arange(t)[None] < lengths[:, None],
-                      rng.integers(1, v, (b, t)), 0).astype(np.int32)
-  return {
-      "images": tuple(rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
-                      for s in stage_sizes(config)),
-      "captions": captions, "caption_lens": lengths,
-      "wrong_captions": np.roll(captions, 1, 0), "wrong_caption_lens": np.roll(lengths, 1),
-  }
+  if name == "config":
+    if FLAGS.config is None:
+      raise app.UsageError("the `config` preset needs --config=<file>")
+    return FLAGS.config
+  raise app.UsageError(f"unknown preset {name!r}: use birds, stage64, tiny or config")
 
 
 def mib(n_bytes) -> str:
@@ -68,7 +64,8 @@ def mib(n_bytes) -> str:
 
 def time_preset(name: str) -> None:
   config = preset_config(name)
-  config.dtype = FLAGS.dtype
+  if FLAGS.dtype:
+    config.dtype = FLAGS.dtype
   models = factory.create_models(config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax.models.captioner import Captioner, imagenet_normalize
-from tests.helpers import random_captions
+from mirrorgan_jax.batch import random_captions
 
 B, T, V = 3, 6, 17
 CAP = Captioner(V, embed_size=8, hidden_size=12, backbone="small", small_widths=(4, 8))

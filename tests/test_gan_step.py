@@ -8,7 +8,7 @@ import pytest
 from configs import tiny
 from mirrorgan_jax import factory, gan_state, gan_step, losses, parallel
 from mirrorgan_jax.models.text_encoder import padding_mask
-from tests.helpers import synthetic_batch
+from mirrorgan_jax.batch import random_batch
 
 KEY = jax.random.key(42)
 
@@ -25,7 +25,7 @@ def run(config, built, steps, batch=None):
   """`steps` iterations on one fixed batch; `built` is `build(...)`'s result."""
   models, mesh, init, step = built
   state = init(jax.random.key(config.seed))
-  batch = parallel.global_batch(mesh, batch or synthetic_batch(config))
+  batch = parallel.global_batch(mesh, batch or random_batch(config))
   history = []
   for _ in range(steps):
     state, metrics = step(state, batch, KEY)
@@ -46,7 +46,7 @@ def one_device(config):
 def test_one_iteration_updates_what_it_should(config, one_device):
   models, mesh, init, step = one_device
   state0 = jax.device_get(init(jax.random.key(0)))
-  batch = synthetic_batch(config)
+  batch = random_batch(config)
   state1, metrics = step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)
   state1, metrics = jax.device_get((state1, metrics))
   assert int(state1.step) == 1
@@ -81,7 +81,7 @@ def test_generator_loss_goes_through_the_updated_discriminators(config, one_devi
   BatchNorm statistics must be those of exactly one forward."""
   models, mesh, init, step = one_device
   state0 = jax.device_get(init(jax.random.key(0)))
-  batch = synthetic_batch(config)
+  batch = random_batch(config)
   state1, metrics = jax.device_get(step(init(jax.random.key(0)),
                                         parallel.global_batch(mesh, batch), KEY))
   key = jax.random.fold_in(KEY, 0)
@@ -113,7 +113,7 @@ def test_repeated_iterations_on_one_batch_lower_the_d_loss(config, one_device):
 
 def test_same_seed_gives_bitwise_identical_state_after_three_iterations(config, one_device):
   _, mesh, init, step = one_device
-  batch = parallel.global_batch(mesh, synthetic_batch(config))
+  batch = parallel.global_batch(mesh, random_batch(config))
 
   def three():
     state = init(jax.random.key(7))
@@ -136,7 +136,7 @@ def test_same_seed_gives_bitwise_identical_state_after_three_iterations(config, 
 
 def test_eight_devices_give_the_same_state_as_one(config, one_device):
   assert len(jax.devices()) == 8
-  batch = synthetic_batch(config)  # batch 8: one example per device
+  batch = random_batch(config)  # batch 8: one example per device
   one, m1 = run(config, one_device, 1, batch)
   eight, m8 = run(config, build(config, jax.devices()), 1, batch)
   # Relative difference per state leaf, ||one - eight|| / ||one||. Elementwise

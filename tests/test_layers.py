@@ -1,10 +1,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from jax import lax
 
 from mirrorgan_jax.models.discriminator import Discriminator, trunk_widths
 from mirrorgan_jax.models.generator import Generator, num_upblocks
-from mirrorgan_jax.models.layers import ResBlock, glu, upsample_nearest
+from mirrorgan_jax.models.layers import (ResBlock, conv2d, conv_weight_grad, glu,
+                                         upsample_nearest)
 
 
 def test_glu_gates_the_first_half_with_the_second():
@@ -57,3 +60,23 @@ def test_widths_scale_with_the_image_size():
     x, s = jnp.zeros((2, size, size, 3)), jnp.zeros((2, 5))
     (u, c), _ = d.init_with_output(jax.random.key(0), x, s, train=False)
     assert u.shape == c.shape == (2,)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (4, 2, 1), (1, 1, 0), (4, 4, 0)])
+def test_tapwise_conv_gradients_equal_xla(kernel, stride, padding):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+  xla = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+      x, w, (stride, stride), [(padding, padding)] * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+  ours = lambda x, w: conv2d(x, w, stride, padding)  # noqa: E731
+  np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-6)
+  got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(xla), argnums=(0, 1))(x, w)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      conv_weight_grad(x, jnp.ones((2,) + xla(x, w).shape[1:3] + (5,)), w.shape, stride, padding),
+      jax.grad(lambda w: jnp.sum(xla(x, w)))(w), rtol=1e-5, atol=1e-5)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax.models.text_encoder import TextEncoder, lstm_cell, padding_mask
-from tests.helpers import random_captions
+from mirrorgan_jax.batch import random_captions
 
 VOCAB, EMB, HID, T, B = 30, 8, 12, 7, 5
 ENC = TextEncoder(VOCAB, EMB, HID)
