@@ -56,20 +56,21 @@ def _xla_conv(x, w, stride: int, padding: int):
 
 def conv_weight_grad(x, g, kernel_shape, stride: int, padding: int):
   """d(loss)/d(kernel) of a conv as one matmul per kernel tap:
-  dW[i, j] = sum over batch and output pixels of x[p*stride + (i, j)] (x) g[p]."""
+  dW[i, j] = sum over batch and output pixels of x[p*stride + (i, j)] (x) g[p].
+  Taps run one after another (`lax.map`), so one shifted copy of x is alive."""
   kh, kw, cin, cout = kernel_shape
   b, ho, wo, _ = g.shape
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   g2 = g.reshape(-1, cout)
-  taps = []
-  for i in range(kh):
-    for j in range(kw):
-      patch = lax.slice(xp, (0, i, j, 0),
-                        (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, cin),
-                        (1, stride, stride, 1))
-      taps.append(lax.dot_general(patch.reshape(-1, cin), g2, (((0,), (0,)), ((), ())),
-                                  preferred_element_type=jnp.float32))
-  return jnp.stack(taps).reshape(kernel_shape)
+  window = (b, (ho - 1) * stride + 1, (wo - 1) * stride + 1, cin)
+
+  def tap(ij):
+    patch = lax.dynamic_slice(xp, (0, ij[0], ij[1], 0), window)[:, ::stride, ::stride]
+    return lax.dot_general(patch.reshape(-1, cin), g2, (((0,), (0,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+
+  offsets = jnp.array([(i, j) for i in range(kh) for j in range(kw)], jnp.int32)
+  return lax.map(tap, offsets).reshape(kernel_shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
