@@ -41,6 +41,9 @@ def global_batch(mesh: Mesh, local_batch):
   """Assembles each process's share of the batch into global arrays sharded
   over the 'data' axis (on one process: the whole batch)."""
   sharding = data_sharded(mesh)
+  leaves = jax.tree.leaves(local_batch)
+  if leaves:
+    check_batch_size(len(leaves[0]) * jax.process_count(), mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       local_batch)

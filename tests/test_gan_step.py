@@ -165,5 +165,7 @@ def test_bfloat16_compute_keeps_float32_parameters_optimizer_and_losses(config):
 
 
 def test_batch_must_divide_over_the_mesh(config):
-  with pytest.raises(ValueError, match="config.batch_size"):
-    parallel.check_batch_size(12, parallel.make_mesh(jax.devices()))
+  c = tiny.get_config()
+  c.batch_size = 12
+  with pytest.raises(ValueError, match=r"config.batch_size \(12\) must be divisible .* \(8\)"):
+    parallel.global_batch(parallel.make_mesh(jax.devices()), random_batch(c))

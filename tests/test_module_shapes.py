@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from configs import birds, coco
+from configs import birds, coco, tiny
 from mirrorgan_jax import factory
 from mirrorgan_jax.gan_state import example_inputs
 from mirrorgan_jax.models.inception import InceptionV3
@@ -79,6 +79,15 @@ def test_image_encoder_shapes():
   variables, (regions, code) = init_and_apply(MODELS.image_encoder, X["images"][-1])
   assert shapes((regions, code)) == ((B, 17, 17, 256), (B, 256))
   assert set(variables["params"]) == {"inception", "emb_features", "emb_cnn_code"}
+
+
+def test_small_backbones_at_the_tiny_config():
+  c = tiny.get_config()
+  models, x = factory.create_models(c), example_inputs(c, B)
+  _, (regions, code) = init_and_apply(models.image_encoder, x["images"][-1])
+  assert shapes((regions, code)) == ((B, 16, 16, 16), (B, 16))
+  _, logits = init_and_apply(models.captioner, x["images"][-1], x["captions"])
+  assert logits.shape == (B, c.text.words_num, c.text.vocab_size)
 
 
 def test_inception_matches_torchvision_parameter_count():

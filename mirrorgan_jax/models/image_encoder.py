@@ -3,9 +3,9 @@
 Region features: Inception-v3 Mixed_6e (17x17x768) -> 1x1 conv -> nef; global
 feature: Mixed_7c average-pooled (2048) -> Linear -> nef. Images arrive in
 [-1, 1] and are bilinearly resized to 299 without ImageNet normalisation, as
-the official code does. Only the two projections are trained: the backbone is
-frozen by the optimizer (see `trainable_mask`), not here, so gradients can still
-reach the input image.
+the official code does. DAMSM pretraining trains only the two projections (the
+whole network for the small from-scratch backbone); that is the optimizer's
+business, not this module's, so gradients can still reach the input image.
 """
 
 from typing import Any, Sequence
@@ -55,8 +55,3 @@ class ImageEncoder(nn.Module):
                     name="emb_cnn_code")(pooled)
     return regions.astype(jnp.float32), code.astype(jnp.float32)
 
-
-def trainable_mask(params) -> Any:
-  """True for the parameters DAMSM pretraining updates (the projections; the
-  whole trunk for the from-scratch small backbone)."""
-  return {k: jax.tree.map(lambda _: k != "inception", v) for k, v in params.items()}
