@@ -34,6 +34,8 @@ def get_config():
   # STREAM captioner.
   config.stream = ml_collections.ConfigDict()
   config.stream.backbone = "resnet152"  # frozen ImageNet ResNet-152, or "small"
+  # Resized to 224; deviation: inputs are ImageNet-normalised (the official code
+  # feeds [-1, 1]), matching how STREAM is pretrained (see models/captioner.py).
   config.stream.image_size = 224
   config.stream.embed_size = 256  # CAP.embed_size
   config.stream.hidden_size = 512  # 2 * CAP.hidden_size
