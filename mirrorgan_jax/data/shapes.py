@@ -1,0 +1,192 @@
+"""The embedded `shapes` dataset: captioned scenes of coloured shapes on black.
+
+Every example is a pure function of (split, index, seed): the same triple gives
+the same image, attributes and captions on every machine, in any order of
+access. The contract is ../shared/specs/shapes.md; where it is silent:
+
+- `test` follows the training distribution (held-out compositions excluded);
+  `test_heldout` holds one-object scenes of a held-out (colour, shape) pair and
+  two-object scenes in which one of the two objects is such a pair.
+- Even indices are one-object scenes, odd indices two-object scenes, so half of
+  each split is of each kind.
+- Two-object scenes are scored on colour, shape and relation; their captions
+  name no size or position (both objects are small, at opposite anchors).
+"""
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+PALETTE = {
+    "red": (230, 25, 25),
+    "green": (30, 190, 40),
+    "blue": (30, 70, 230),
+    "yellow": (240, 220, 30),
+    "purple": (160, 40, 210),
+    "white": (240, 240, 240),
+}
+COLORS = tuple(PALETTE)
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("large", "small")
+SIZE_EXTENT = {"large": 0.50, "small": 0.25}
+ANCHORS = {
+    "left": (0.27, 0.50),
+    "right": (0.73, 0.50),
+    "top": (0.50, 0.27),
+    "bottom": (0.50, 0.73),
+    "center": (0.50, 0.50),
+}
+POSITIONS = tuple(ANCHORS)
+DEFAULT_HELDOUT = (("green", "triangle"), ("purple", "circle"), ("yellow", "square"))
+SPLITS = ("train", "test", "test_heldout")
+CAPTIONS_PER_IMAGE = 5
+SUPERSAMPLE = 4
+
+SIZE_WORDS = {"large": ("large", "big"), "small": ("small", "little", "tiny")}
+SHAPE_WORDS = {"circle": ("circle", "disk", "round shape"), "square": ("square", "box"),
+               "triangle": ("triangle",)}
+POSITION_WORDS = {"left": ("left",), "right": ("right",), "top": ("top",),
+                  "bottom": ("bottom",), "center": ("center", "middle")}
+
+ONE_OBJECT_TEMPLATES = (
+    "a {size} {color} {shape} on the {pos}",
+    "there is a {size} {color} {shape} at the {pos} of the image",
+    "a {color} {shape} that is {size} , in the {pos} part of the picture",
+    "the {pos} of the picture shows a {size} {color} {shape}",
+    "a {size} {shape} colored {color} sits at the {pos}",
+    "one {color} {shape} , {size} , placed at the {pos}",
+)
+# {a} is the object the relation starts from, {b} the other; relation words
+# are from {a}'s point of view.
+TWO_OBJECT_TEMPLATES = {
+    "left": ("a {ca} {sa} to the left of a {cb} {sb}",
+             "there is a {ca} {sa} on the left of a {cb} {sb}"),
+    "right": ("a {ca} {sa} to the right of a {cb} {sb}",
+              "there is a {ca} {sa} on the right of a {cb} {sb}"),
+    "above": ("a {ca} {sa} above a {cb} {sb}",
+              "a {ca} {sa} is placed above a {cb} {sb}"),
+    "below": ("a {ca} {sa} below a {cb} {sb}",
+              "a {ca} {sa} is placed below a {cb} {sb}"),
+}
+INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeObject:
+  color: str
+  shape: str
+  size: str
+  position: str
+  center: tuple[float, float]  # jittered, fractions of the canvas
+  extent: float  # fraction of the canvas
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """objects[0] is left of (relation 'left') or above ('above') objects[1]."""
+  objects: tuple[ShapeObject, ...]
+  relation: str | None  # None, 'left' or 'above'
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  image: np.ndarray  # uint8 (S, S, 3)
+  captions: tuple[str, ...]
+  scene: Scene
+
+
+def _rng(split: str, index: int, seed: int) -> np.random.Generator:
+  if split not in SPLITS:
+    raise ValueError(f"unknown shapes split {split!r}: use one of {SPLITS}")
+  if index < 0:
+    raise ValueError(f"shapes index must be >= 0, got {index}")
+  return np.random.default_rng([SPLITS.index(split), index, seed])
+
+
+def _make_object(rng, color, shape, size, position) -> ShapeObject:
+  ax, ay = ANCHORS[position]
+  jitter = rng.uniform(-0.04, 0.04, 2)
+  extent = SIZE_EXTENT[size] * rng.uniform(0.9, 1.1)
+  return ShapeObject(color, shape, size, position, (ax + jitter[0], ay + jitter[1]), extent)
+
+
+def sample_scene(split: str, index: int, seed: int = 0,
+                 heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> Scene:
+  rng = _rng(split, index, seed)
+  heldout = {tuple(p) for p in heldout}
+  pairs = [(c, s) for c in COLORS for s in SHAPES]
+  allowed = [p for p in pairs if p not in heldout]
+  first_pool = sorted(heldout) if split == "test_heldout" else allowed
+  if not first_pool:
+    raise ValueError("the held-out list leaves no (colour, shape) pair for this split")
+  color, shape = first_pool[rng.integers(len(first_pool))]
+  if index % 2 == 0:
+    size, position = SIZES[rng.integers(2)], POSITIONS[rng.integers(len(POSITIONS))]
+    return Scene((_make_object(rng, color, shape, size, position),), None)
+  others = [p for p in allowed if p[0] != color]
+  color_b, shape_b = others[rng.integers(len(others))]
+  relation = ("left", "above")[rng.integers(2)]
+  anchors = ("left", "right") if relation == "left" else ("top", "bottom")
+  a = (color, shape)
+  b = (color_b, shape_b)
+  if rng.integers(2):  # the named-first object is not always the left/top one
+    a, b = b, a
+  return Scene((_make_object(rng, *a, "small", anchors[0]),
+                _make_object(rng, *b, "small", anchors[1])), relation)
+
+
+def render(scene: Scene, size: int = 64) -> np.ndarray:
+  """Anti-aliased rendering: draw at 4x, box-filter down to `size`."""
+  big = size * SUPERSAMPLE
+  canvas = Image.new("RGB", (big, big), (0, 0, 0))
+  draw = ImageDraw.Draw(canvas)
+  for obj in scene.objects:
+    cx, cy = obj.center[0] * big, obj.center[1] * big
+    h = obj.extent * big / 2
+    box = (cx - h, cy - h, cx + h, cy + h)
+    color = PALETTE[obj.color]
+    if obj.shape == "circle":
+      draw.ellipse(box, fill=color)
+    elif obj.shape == "square":
+      draw.rectangle(box, fill=color)
+    else:
+      draw.polygon([(cx, cy - h), (cx + h, cy + h), (cx - h, cy + h)], fill=color)
+  return np.asarray(canvas.resize((size, size), Image.BOX))
+
+
+def _pick(rng, words):
+  return words[rng.integers(len(words))]
+
+
+def captions_for(scene: Scene, rng: np.random.Generator,
+                 n: int = CAPTIONS_PER_IMAGE) -> tuple[str, ...]:
+  out = []
+  if scene.relation is None:
+    (obj,) = scene.objects
+    for k in rng.permutation(len(ONE_OBJECT_TEMPLATES))[:n]:
+      out.append(ONE_OBJECT_TEMPLATES[k].format(
+          size=_pick(rng, SIZE_WORDS[obj.size]), color=obj.color,
+          shape=_pick(rng, SHAPE_WORDS[obj.shape]),
+          pos=_pick(rng, POSITION_WORDS[obj.position])))
+    return tuple(out)
+  first, second = scene.objects
+  for _ in range(n):
+    # From the first object's view (left/above) or the second's (right/below).
+    if rng.integers(2):
+      rel, a, b = scene.relation, first, second
+    else:
+      rel, a, b = INVERSE[scene.relation], second, first
+    template = _pick(rng, TWO_OBJECT_TEMPLATES[rel])
+    out.append(template.format(ca=a.color, sa=_pick(rng, SHAPE_WORDS[a.shape]),
+                               cb=b.color, sb=_pick(rng, SHAPE_WORDS[b.shape])))
+  return tuple(out)
+
+
+def example(split: str, index: int, seed: int = 0, size: int = 64,
+            heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> Example:
+  """The example `index` of `split`: a pure function of its arguments."""
+  scene = sample_scene(split, index, seed, heldout)
+  caption_rng = np.random.default_rng([SPLITS.index(split), index, seed, 1])
+  return Example(render(scene, size), captions_for(scene, caption_rng), scene)

@@ -1,0 +1,117 @@
+import random
+
+import numpy as np
+import pytest
+
+from mirrorgan_jax.data import shapes
+from mirrorgan_jax.data.shapes_scorer import parse_caption, score
+
+
+def scene_attributes(scene):
+  """What parse_caption must return for a caption of `scene`."""
+  if scene.relation is None:
+    (o,) = scene.objects
+    return {"color": o.color, "shape": o.shape, "size": o.size, "position": o.position}
+  a, b = scene.objects
+  return {"objects": ((a.color, a.shape), (b.color, b.shape)), "relation": scene.relation}
+
+
+def pairs(scene):
+  return {(o.color, o.shape) for o in scene.objects}
+
+
+def test_examples_are_pure_functions_of_split_index_seed():
+  a = [shapes.example("train", i, seed=3) for i in (5, 2, 9)]
+  b = [shapes.example("train", i, seed=3) for i in (9, 2, 5)][::-1]
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x.image, y.image)
+    assert x.captions == y.captions and x.scene == y.scene
+  assert shapes.example("train", 5, seed=4).scene != a[0].scene
+  assert shapes.example("test", 5, seed=3).scene != a[0].scene
+
+
+def test_rendering_palette_background_and_sizes():
+  for i in range(40):
+    ex = shapes.example("test", i, size=64)
+    assert ex.image.shape == (64, 64, 3) and ex.image.dtype == np.uint8
+    assert np.all(ex.image[0, 0] == 0) and np.all(ex.image[-1, -1] == 0)
+    for o in ex.scene.objects:
+      cx, cy = (int(o.center[0] * 64), int(o.center[1] * 64 + (4 if o.shape == "triangle" else 0)))
+      assert tuple(ex.image[cy, cx]) == shapes.PALETTE[o.color]  # flat fill
+      base = shapes.SIZE_EXTENT[o.size]
+      assert 0.9 * base <= o.extent <= 1.1 * base
+      anchor = shapes.ANCHORS[o.position]
+      assert abs(o.center[0] - anchor[0]) <= 0.04 and abs(o.center[1] - anchor[1]) <= 0.04
+  assert shapes.example("test", 0, size=128).image.shape == (128, 128, 3)
+
+
+def test_half_of_each_kind_and_two_object_rules():
+  scenes = [shapes.sample_scene("train", i) for i in range(200)]
+  assert sum(len(s.objects) == 1 for s in scenes) == 100
+  for s in scenes:
+    if len(s.objects) == 2:
+      a, b = s.objects
+      assert a.color != b.color and a.size == b.size == "small"
+      assert (a.position, b.position) == (("left", "right") if s.relation == "left"
+                                         else ("top", "bottom"))
+
+
+def test_heldout_compositions_never_occur_in_train_or_test():
+  heldout = set(shapes.DEFAULT_HELDOUT)
+  for split in ("train", "test"):
+    for i in range(1500):
+      assert not pairs(shapes.sample_scene(split, i)) & heldout, (split, i)
+  for i in range(300):
+    assert pairs(shapes.sample_scene("test_heldout", i)) & heldout
+  custom = (("red", "circle"),)
+  assert all(("red", "circle") not in pairs(shapes.sample_scene("train", i, heldout=custom))
+             for i in range(500))
+  assert ("green", "triangle") in {p for i in range(0, 400, 2)
+                                   for p in pairs(shapes.sample_scene("train", i, heldout=custom))}
+
+
+def test_captions_follow_the_templates_and_parse_back():
+  words = set()
+  for split in shapes.SPLITS:
+    for i in range(150):
+      ex = shapes.example(split, i)
+      assert len(ex.captions) == shapes.CAPTIONS_PER_IMAGE
+      for c in ex.captions:
+        assert c == c.lower() and len(c.split()) <= 18
+        assert parse_caption(c) == scene_attributes(ex.scene), (c, ex.scene)
+        words.update(c.split())
+  assert {"large", "big", "small", "little", "tiny", "circle", "disk", "round", "square",
+          "box", "triangle", "center", "middle", "left", "right", "above", "below"} <= words
+
+
+def test_unknown_split_is_named():
+  with pytest.raises(ValueError, match="'valid'"):
+    shapes.example("valid", 0)
+
+
+@pytest.mark.parametrize("split,size,floor", [
+    ("test", 64, 0.99), ("test_heldout", 64, 0.99), ("test", 128, 0.99),
+    # At 32 px a small object is 8 px wide: circles and squares blur together
+    # after the 2x upsampling to the scorer's 64 px (measured: shape 0.987).
+    ("test", 32, 0.97)])
+def test_scorer_is_right_on_the_datasets_own_images(split, size, floor):
+  examples = [shapes.example(split, i, size=size) for i in range(150)]
+  for k in range(shapes.CAPTIONS_PER_IMAGE):
+    result = score([e.image for e in examples], [e.captions[k] for e in examples])
+    for attr in ("color", "position", "size", "shape", "relation"):
+      assert result[attr] >= floor, (k, result)
+
+
+def test_scorer_is_near_chance_on_shuffled_captions():
+  examples = [shapes.example("test", i) for i in range(300)]
+  captions = [e.captions[0] for e in examples]
+  random.Random(0).shuffle(captions)
+  result = score([e.image for e in examples], captions)
+  for attr in ("color", "position", "size", "shape", "relation", "all"):
+    assert result[attr] <= 0.3, result
+
+
+def test_scorer_accepts_generator_output_in_minus_one_to_one():
+  ex = shapes.example("test", 0)
+  as_float = ex.image.astype(np.float32) / 127.5 - 1.0
+  assert score([as_float], [ex.captions[0]])["all"] == 1.0
