@@ -164,6 +164,16 @@ def test_bfloat16_compute_keeps_float32_parameters_optimizer_and_losses(config):
     assert all(np.asarray(v).dtype == np.float32 and np.isfinite(v) for v in metrics.values())
 
 
+def test_without_wrong_captions_each_image_meets_the_next_caption(config, one_device):
+  """The fallback wrong pair (jnp.roll of the sentences) runs and gives a
+  different mismatched-pair term from the pipeline's wrong captions."""
+  _, with_wrong = run(config, one_device, 1, random_batch(config))
+  _, rolled = run(config, build(config, jax.devices()[:1]), 1, random_batch(config, wrong=False))
+  assert all(np.isfinite(v) for v in rolled[0].values())
+  assert rolled[0]["d_cond_wrong_0"] != pytest.approx(with_wrong[0]["d_cond_wrong_0"], rel=1e-6)
+  assert rolled[0]["d_real_0"] == pytest.approx(with_wrong[0]["d_real_0"], rel=1e-6)
+
+
 def test_batch_must_divide_over_the_mesh(config):
   c = tiny.get_config()
   c.batch_size = 12

@@ -35,9 +35,10 @@ def test_official_initialisation():
                            jax.tree_util.tree_leaves_with_path(p)
                            if path[-1].key == "scale"])
   assert abs(scales.mean() - 1.0) < 0.01 and 0.01 < scales.std() < 0.03
-  biases = [x for path, x in jax.tree_util.tree_leaves_with_path(p)
-            if path[-1].key == "bias" and "bn" in str(path)]
-  assert biases and all(np.all(np.asarray(b) == 0) for b in biases)
+  bn_shifts = [x for path, x in jax.tree_util.tree_leaves_with_path(p)
+               if path[-1].key == "bias" and ("BatchNorm" in str(path) or "_bn" in str(path))]
+  assert len(bn_shifts) >= 6  # fc_bn, the up-blocks' and the residual blocks' BNs
+  assert all(np.all(np.asarray(b) == 0) for b in bn_shifts)
 
 
 def test_resblock_adds_its_input():
