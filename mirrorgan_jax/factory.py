@@ -25,10 +25,6 @@ class Models:
   d_tx: optax.GradientTransformation
 
 
-def compute_dtype(config):
-  return jnp.dtype(config.dtype)
-
-
 def adam(lr: float, config) -> optax.GradientTransformation:
   # PyTorch Adam's eps 1e-8 is optax's default too.
   return optax.adam(lr, b1=config.optim.b1, b2=config.optim.b2)
@@ -36,7 +32,7 @@ def adam(lr: float, config) -> optax.GradientTransformation:
 
 def create_models(config) -> Models:
   check_config(config)
-  dtype = compute_dtype(config)
+  dtype = jnp.dtype(config.dtype)
   t, m, s, ie = config.text, config.model, config.stream, config.image_encoder
   return Models(
       text_encoder=TextEncoder(t.vocab_size, t.embedding_dim, t.hidden_dim, t.dropout),
