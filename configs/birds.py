@@ -60,4 +60,14 @@ def get_config():
   config.loss.kl_weight = 1.0
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
+
+  # Input pipeline (mirrorgan_jax/data/pipeline.py).
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = "~/tensorflow_datasets"  # where the TFDS dataset is written
+  # Your folder in the AttnGAN layout (README, "Real datasets"); when set, the
+  # TFDS dataset is prepared from it on first use.
+  config.data.manual_dir = ""
+  config.data.check_images = True  # decode every image while validating the folder
+  config.data.workers = 4  # WORKERS in train_bird.yml; 0 = in the main process
+  config.data.prefetch = 2  # batches prepared ahead (per worker)
   return config

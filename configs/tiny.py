@@ -1,14 +1,13 @@
-"""A tiny configuration for tests: two stages (16 and 32 px), narrow networks
-and a small from-scratch STREAM encoder. Every field the real configs have."""
+"""A tiny configuration for tests: the shapes dataset at two stages (16 and
+32 px), narrow networks and a small from-scratch STREAM encoder. Every field
+the real configs have."""
 
-from configs import birds
+from configs import shapes
 
 
 def get_config():
-  config = birds.get_config()
-  config.dataset = "tiny"
+  config = shapes.get_config()
   config.batch_size = 8
-  config.text.vocab_size = 40
   config.text.words_num = 6
   config.text.embedding_dim = 16
   config.text.hidden_dim = 16
@@ -25,4 +24,7 @@ def get_config():
   config.stream.small_widths = (8, 16)
   config.image_encoder.backbone = "small"
   config.image_encoder.small_widths = (8, 16)
+  config.data.shapes.train_size = 64
+  config.data.shapes.test_size = 16
+  config.data.shapes.test_heldout_size = 16
   return config

@@ -6,6 +6,7 @@ from typing import Any, Callable
 DTYPES = ("float32", "bfloat16")
 STREAM_BACKBONES = ("resnet152", "small")
 IMAGE_ENCODER_BACKBONES = ("inception_v3", "small")
+DATASETS = ("shapes", "birds", "coco")
 
 
 class ConfigError(ValueError):
@@ -82,6 +83,24 @@ def check_config(config) -> None:
   for f in ("stream_weight", "kl_weight"):
     r(f"loss.{f}", lambda v: v >= 0, "a number >= 0")
   r("ema_decay", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+  r("dataset", lambda v: v in DATASETS, f"one of {DATASETS}")
+  r("data.data_dir", lambda v: isinstance(v, str) and v, "a folder path")
+  r("data.manual_dir", lambda v: isinstance(v, str), "a folder path or ''")
+  r("data.workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+  r("data.prefetch", _positive_int, "a positive integer")
+  if config.dataset == "shapes":
+    _check_shapes(r)
+
+
+def _check_shapes(r) -> None:
+  from mirrorgan_jax.data import shapes  # pylint: disable=import-outside-toplevel
+  r("data.shapes.seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+  for f in ("train_size", "test_size", "test_heldout_size"):
+    r(f"data.shapes.{f}", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+  pairs = {(c, s) for c in shapes.COLORS for s in shapes.SHAPES}
+  r("data.shapes.heldout",
+    lambda v: all(tuple(p) in pairs for p in v) and len({tuple(p) for p in v}) < len(pairs),
+    f"(colour, shape) pairs from {shapes.COLORS} x {shapes.SHAPES}, not all of them")
 
 
 def stage_sizes(config) -> tuple[int, ...]:

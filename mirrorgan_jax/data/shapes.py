@@ -188,5 +188,44 @@ def example(split: str, index: int, seed: int = 0, size: int = 64,
             heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> Example:
   """The example `index` of `split`: a pure function of its arguments."""
   scene = sample_scene(split, index, seed, heldout)
-  caption_rng = np.random.default_rng([SPLITS.index(split), index, seed, 1])
-  return Example(render(scene, size), captions_for(scene, caption_rng), scene)
+  return Example(render(scene, size), _captions(scene, split, index, seed), scene)
+
+
+def _captions(scene: Scene, split: str, index: int, seed: int) -> tuple[str, ...]:
+  return captions_for(scene, np.random.default_rng([SPLITS.index(split), index, seed, 1]))
+
+
+def captions(split: str, index: int, seed: int = 0,
+             heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> tuple[str, ...]:
+  """The captions of example `index` without rendering it."""
+  return _captions(sample_scene(split, index, seed, heldout), split, index, seed)
+
+
+def caption_words() -> tuple[str, ...]:
+  """Every word a shapes caption can contain, sorted: the dataset's vocabulary
+  (after the padding word), the same for every split, seed and canvas size."""
+  texts = [*ONE_OBJECT_TEMPLATES, *(t for ts in TWO_OBJECT_TEMPLATES.values() for t in ts),
+           *COLORS]
+  for table in (SIZE_WORDS, SHAPE_WORDS, POSITION_WORDS):
+    texts += [w for words in table.values() for w in words]
+  words = set()
+  for t in texts:
+    for part in t.replace("{", " {").replace("}", "} ").split():
+      if not part.startswith("{") and part.isalnum():
+        words.add(part)
+  return tuple(sorted(words))
+
+
+def composition_id(scene: Scene) -> int:
+  """An integer naming what the captions can say about a scene: colour, shape,
+  size and position of one object (0..179), or colours, shapes and relation of
+  two (180..827). Scenes with equal ids fit each other's captions."""
+  if scene.relation is None:
+    (o,) = scene.objects
+    return (((COLORS.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)) * len(SIZES)
+             + SIZES.index(o.size)) * len(POSITIONS) + POSITIONS.index(o.position))
+  a, b = scene.objects
+  pair = ((COLORS.index(a.color) * len(SHAPES) + SHAPES.index(a.shape)) * len(COLORS)
+          + COLORS.index(b.color)) * len(SHAPES) + SHAPES.index(b.shape)
+  one = len(COLORS) * len(SHAPES) * len(SIZES) * len(POSITIONS)
+  return one + pair * 2 + ("left", "above").index(scene.relation)

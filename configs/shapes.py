@@ -1,0 +1,40 @@
+"""The embedded `shapes` dataset (../shared/specs/shapes.md): the default
+job, sized for a CPU. Model sizes here are provisional until [train] tunes
+them for the 20-minute budget; the dataset fields are final."""
+
+import ml_collections
+
+from configs import birds
+from mirrorgan_jax.data import shapes
+
+
+def get_config():
+  config = birds.get_config()
+  config.dataset = "shapes"
+  config.batch_size = 32
+  config.text.vocab_size = 1 + len(shapes.caption_words())  # 45 with padding
+  config.text.words_num = 14  # the longest shapes caption has 14 words
+  config.text.embedding_dim = 32
+  config.text.hidden_dim = 64
+  config.model.ngf = 16
+  config.model.ndf = 16
+  config.model.r_num = 1
+  config.model.z_dim = 32
+  config.model.condition_dim = 32
+  config.model.num_stages = 2  # 32 and 64 px
+  config.model.base_size = 32
+  config.stream.backbone = "small"
+  config.stream.embed_size = 64
+  config.stream.hidden_size = 128
+  config.stream.small_widths = (16, 32, 64)
+  config.image_encoder.backbone = "small"
+  config.image_encoder.small_widths = (16, 32, 64)
+
+  config.data.workers = 0  # rendering is cheap; no worker processes
+  config.data.shapes = ml_collections.ConfigDict()
+  config.data.shapes.seed = 0  # the dataset's seed, not the run's: fixes the splits
+  config.data.shapes.train_size = 50_000  # one epoch; examples are rendered on the fly
+  config.data.shapes.test_size = 1_000
+  config.data.shapes.test_heldout_size = 1_000
+  config.data.shapes.heldout = shapes.DEFAULT_HELDOUT  # (colour, shape) never in train
+  return config

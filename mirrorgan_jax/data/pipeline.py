@@ -1,0 +1,185 @@
+"""The input pipeline: grain over a data source, deterministic, resumable and
+sharded per process.
+
+Order. One global stream of example indices, `range(n).shuffle(seed).repeat()`
+(grain reshuffles each epoch with seed + epoch). Global batch s is stream
+positions [s*B, (s+1)*B); process p of P reads rows [p*B/P, (p+1)*B/P) of it, so
+every process reads only its share, and the global batch is the same for any
+number of processes (batches may straddle an epoch boundary; the official
+loader drops the last partial batch of each epoch instead).
+
+Randomness. Everything random about an example (which caption, the word
+subset of a long caption, the crop, the flip, the mismatched caption) comes
+from numpy's generator seeded with (seed, stream position): independent of the
+number of processes, workers and threads, and of where a run was resumed.
+
+Resuming. The iterator's `get_state()` is a small dict (the next batch index
+per worker); `set_state()` on a fresh iterator continues with exactly the
+batches the uninterrupted one would have given. [train] saves it with
+`grain.checkpoint.CheckpointSave`.
+"""
+
+from typing import Sequence
+
+import grain
+import jax
+import numpy as np
+
+from mirrorgan_jax import parallel
+from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.data import image_ops, sources
+from mirrorgan_jax.data.vocab import VocabularyError, encode_caption
+
+MISMATCH_DRAWS = 1000
+
+
+class _HostRows(grain.MapDataset):
+  """Element k of process p: stream position s*B + p*b + j (k = s*b + j),
+  paired with the stream's value there."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    if global_batch % process_count:
+      raise ValueError(f"config.batch_size ({global_batch}) must be divisible by the "
+                       f"number of processes ({process_count})")
+    self._global, self._local = global_batch, global_batch // process_count
+    self._offset = process_index * self._local
+    self._length = len(parent) // global_batch * self._local
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    step, row = divmod(index, self._local)
+    position = step * self._global + self._offset + row
+    return position, self._parent[position]
+
+  def __str__(self) -> str:
+    return f"_HostRows(offset={self._offset}, local={self._local}, global={self._global})"
+
+
+class _Examples(grain.transforms.Map):
+  """(stream position, value) -> one example of the batch contract, uint8 images."""
+
+  def __init__(self, source, sizes: Sequence[int], words_num: int, seed: int, train: bool):
+    self.source, self.sizes, self.words_num = source, tuple(sizes), words_num
+    self.seed, self.train = seed, train
+
+  def _images(self, ex, rng):
+    if self.source.photographs:
+      return image_ops.official_stages(ex.image, ex.bbox, self.sizes, rng)
+    return image_ops.stage_images(ex.image, self.sizes)
+
+  def _mismatch(self, index: int, class_id: int, rng) -> int:
+    """Another image of another class (for COCO and shapes: another image whose
+    captions describe something else)."""
+    for _ in range(MISMATCH_DRAWS):
+      j = int(rng.integers(len(self.source)))
+      if j != index and self.source.class_id(j) != class_id:
+        return j
+    raise RuntimeError(f"no example of a class other than {class_id} found in "
+                       f"{MISMATCH_DRAWS} draws; the split needs several classes")
+
+  def map(self, element):
+    position, value = element
+    if self.train:  # value: an image index; one random caption of it
+      rng = np.random.default_rng([self.seed, position])
+      index = value
+      ex = self.source.example(index)
+      k = int(rng.integers(len(ex.caption_ids)))
+      caption, length = encode_caption(ex.caption_ids[k], self.words_num, rng)
+      other = self._mismatch(index, ex.class_id, rng)
+      wrong_ids = self.source.caption_ids(other)
+      wrong, wrong_len = encode_caption(wrong_ids[int(rng.integers(len(wrong_ids)))],
+                                        self.words_num, rng)
+      extra = {"wrong_captions": wrong, "wrong_caption_lens": np.int32(wrong_len),
+               "wrong_indices": np.int32(other)}
+    else:  # value: a flat caption index (image-major); every caption in order
+      rng = None
+      valid = value < len(self.source) * self.source.captions_per_image
+      value = value if valid else 0  # padding rows repeat the first caption
+      index, k = divmod(value, self.source.captions_per_image)
+      ex = self.source.example(index)
+      caption, length = encode_caption(ex.caption_ids[k], self.words_num)
+      extra = {"caption_index": np.int32(k), "valid": np.bool_(valid)}
+    return {"images": self._images(ex, rng), "captions": caption,
+            "caption_lens": np.int32(length), "class_ids": np.int32(ex.class_id),
+            "indices": np.int32(index), **extra}
+
+
+def _process(process_index, process_count):
+  return (jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
+
+
+def train_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
+                  seed: int, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.MapDataset:
+  """Endless host-local training batches (batch_size / process_count rows)."""
+  p, n = _process(process_index, process_count)
+  if len(source) < 2:
+    raise ValueError(f"a training split needs at least 2 examples, got {len(source)}")
+  stream = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
+  rows = _HostRows(stream, batch_size, p, n)
+  return rows.map(_Examples(source, sizes, words_num, seed, train=True)).batch(
+      batch_size // n, drop_remainder=True)
+
+
+def eval_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> grain.MapDataset:
+  """Every (image, caption) pair once, image-major, in host-local batches: the
+  first `words_num` words, the centre crop, no flip. The last global batch is
+  filled with rows marked `valid == False`."""
+  p, n = _process(process_index, process_count)
+  total = len(source) * source.captions_per_image
+  padded = -(-total // batch_size) * batch_size
+  rows = _HostRows(grain.MapDataset.range(padded), batch_size, p, n)
+  return rows.map(_Examples(source, sizes, words_num, 0, train=False)).batch(
+      batch_size // n, drop_remainder=True)
+
+
+def from_config(config, split: str = "train", *, train: bool = True,
+                process_index: int | None = None, process_count: int | None = None):
+  """(source, dataset of host-local batches) for `split` of config.dataset, at
+  the config's stage sizes, batch size and caption length."""
+  sizes = stage_sizes(config)
+  source = sources.make_source(config, split, max(sizes))
+  if len(source.vocab) != config.text.vocab_size:
+    raise VocabularyError(
+        f"config.text.vocab_size is {config.text.vocab_size} but the {config.dataset} "
+        f"vocabulary has {len(source.vocab)} words; set --config.text.vocab_size="
+        f"{len(source.vocab)} (and use text encoder weights of that size)")
+  kwargs = dict(batch_size=config.batch_size, sizes=sizes, words_num=config.text.words_num,
+                process_index=process_index, process_count=process_count)
+  if train:
+    return source, train_dataset(source, seed=config.seed, **kwargs)
+  return source, eval_dataset(source, **kwargs)
+
+
+def iterator(dataset: grain.MapDataset, workers: int = 0, prefetch: int = 2):
+  """A checkpointable iterator (`get_state`, `set_state`) over `dataset`;
+  `workers` > 0 prepares batches in that many processes (call from under an
+  `if __name__ == '__main__':` guard)."""
+  ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(1, prefetch),
+                                                 prefetch_buffer_size=prefetch))
+  if workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=prefetch))
+  return iter(ds)
+
+
+_to_model_range = jax.jit(lambda images: tuple(image_ops.to_model_range(x) for x in images))
+
+
+def device_batch(mesh, host_batch: dict) -> dict:
+  """Host-local batches of every process -> global arrays sharded over the
+  mesh's 'data' axis, images as float32 in [-1, 1] (converted on the device:
+  uint8 crosses the host-device link)."""
+  batch = parallel.global_batch(mesh, host_batch)
+  batch["images"] = _to_model_range(batch["images"])
+  return batch
+

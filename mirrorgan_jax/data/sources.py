@@ -1,0 +1,143 @@
+"""Random-access data sources with one interface for every dataset.
+
+A source has a length, a vocabulary, and per index: `example(i)` (a PIL image
+plus what the preprocessing needs), `caption_ids(i)` and `class_id(i)`
+(cheap: no image is decoded, for drawing mismatched captions).
+
+- `ShapesSource` renders the embedded dataset on the fly: every example is a
+  pure function of (split, index, seed), so nothing is stored.
+- `TfdsSource` reads a prepared `attngan_birds` / `attngan_coco` TFDS dataset
+  (array_record), decoding JPEGs itself so grey and CMYK files become RGB as in
+  the official loader.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from mirrorgan_jax.data import image_ops, shapes, tfds_builders
+from mirrorgan_jax.data.vocab import PAD_WORD, Vocabulary, tokenize
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceExample:
+  image: Image.Image  # RGB
+  bbox: tuple[int, int, int, int] | None  # CUB box to crop to, else None
+  caption_ids: tuple[np.ndarray, ...]  # every caption of the image, as ids
+  class_id: int
+  key: str
+
+
+class ShapesSource:
+  """`length` examples of a shapes split, rendered at `size` pixels."""
+  photographs = False  # no crop or flip: they would break positions and relations
+
+  def __init__(self, split: str, size: int, length: int, seed: int = 0,
+               heldout=shapes.DEFAULT_HELDOUT):
+    if split not in shapes.SPLITS:
+      raise ValueError(f"unknown shapes split {split!r}: use one of {shapes.SPLITS}")
+    if length < 2:
+      raise ValueError(f"a shapes split needs at least 2 examples, got {length}")
+    self.split, self.size, self.length, self.seed = split, size, length, seed
+    self.heldout = tuple(tuple(p) for p in heldout)
+    self.vocab = Vocabulary((PAD_WORD, *shapes.caption_words()))
+    self.captions_per_image = shapes.CAPTIONS_PER_IMAGE
+
+  def __len__(self) -> int:
+    return self.length
+
+  def _check(self, index: int) -> None:
+    if not 0 <= index < self.length:
+      raise IndexError(f"shapes {self.split} index {index} out of range [0, {self.length})")
+
+  def captions(self, index: int) -> tuple[str, ...]:
+    self._check(index)
+    return shapes.captions(self.split, index, self.seed, self.heldout)
+
+  def caption_ids(self, index: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(self.vocab.encode(tokenize(c))[0], np.int32)
+                 for c in self.captions(index))
+
+  def class_id(self, index: int) -> int:
+    self._check(index)
+    return shapes.composition_id(shapes.sample_scene(self.split, index, self.seed,
+                                                     self.heldout))
+
+  def example(self, index: int) -> SourceExample:
+    self._check(index)
+    ex = shapes.example(self.split, index, self.seed, self.size, self.heldout)
+    ids = tuple(np.asarray(self.vocab.encode(tokenize(c))[0], np.int32) for c in ex.captions)
+    return SourceExample(Image.fromarray(ex.image), None, ids,
+                         shapes.composition_id(ex.scene), f"{self.split}/{index}")
+
+
+class TfdsSource:
+  """A split of a prepared attngan_birds / attngan_coco dataset."""
+  photographs = True
+
+  def __init__(self, kind: str, split: str, data_dir: str):
+    b = tfds_builders.builder(kind, data_dir)
+    if not b.is_prepared():
+      raise FileNotFoundError(
+          f"{b.data_dir}: the {kind} dataset is not prepared; run python -m "
+          f"mirrorgan_jax.data.prepare --dataset={kind} --manual_dir=<your AttnGAN "
+          f"{kind} folder> --data_dir={data_dir} (or set config.data.manual_dir)")
+    if split not in b.info.splits:
+      raise ValueError(f"{b.data_dir}: no split {split!r}; it has {list(b.info.splits)}")
+    self.kind, self.split, self.path = kind, split, b.data_dir
+    self._records = b.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+    md = b.info.metadata
+    self.vocab = Vocabulary(tuple(md["vocabulary"]))
+    self.captions_per_image = int(md["captions_per_image"])
+    self._class_ids = np.asarray(md["class_ids"][split], np.int64)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def _record(self, index: int) -> dict:
+    if not 0 <= index < len(self):
+      raise IndexError(f"{self.kind} {self.split} index {index} out of range [0, {len(self)})")
+    return self._records[index]
+
+  @staticmethod
+  def _split_ids(record) -> tuple[np.ndarray, ...]:
+    ends = np.cumsum(record["caption_lens"])
+    return tuple(np.split(np.asarray(record["caption_ids"], np.int32), ends[:-1]))
+
+  def captions(self, index: int) -> tuple[str, ...]:
+    return tuple(c.decode("utf-8") for c in self._record(index)["captions"])
+
+  def caption_ids(self, index: int) -> tuple[np.ndarray, ...]:
+    return self._split_ids(self._record(index))
+
+  def class_id(self, index: int) -> int:
+    return int(self._class_ids[index])
+
+  def example(self, index: int) -> SourceExample:
+    r = self._record(index)
+    key = r["key"].decode("utf-8")
+    image = image_ops.decode_rgb(r["image"], f"{self.path} {self.split} record {index} ({key})")
+    bbox = tuple(int(v) for v in r["bbox"]) if "bbox" in r else None
+    return SourceExample(image, bbox, self._split_ids(r), int(r["class_id"]), key)
+
+
+def make_source(config, split: str, size: int):
+  """The source of `split` for `config.dataset`, images at `size` (shapes) or
+  as stored (photographs). Prepares a real dataset from config.data.manual_dir
+  on first use."""
+  if config.dataset == "shapes":
+    s = config.data.shapes
+    length = {"train": s.train_size, "test": s.test_size,
+              "test_heldout": s.test_heldout_size}[split]
+    return ShapesSource(split, size, length, s.seed, s.heldout)
+  kind = config.dataset
+  if kind not in tfds_builders.BUILDERS:
+    raise ValueError(f"config.dataset={kind!r} has no data source; use shapes, birds or coco")
+  data_dir = os.path.expanduser(config.data.data_dir)
+  if config.data.manual_dir and not tfds_builders.builder(kind, data_dir).is_prepared():
+    tfds_builders.prepare(kind, config.data.manual_dir, data_dir,
+                          check_images=config.data.check_images)
+  return TfdsSource(kind, split, data_dir)

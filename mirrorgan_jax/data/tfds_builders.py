@@ -1,0 +1,102 @@
+"""TFDS builders for CUB-200 birds and COCO-2014 in the AttnGAN layout.
+
+They read the user's existing folder through `manual_dir`, validate it whole
+(`attngan_tree.read_tree`) and write array_record files, which needs no
+TensorFlow. Records keep the order of `filenames.pickle` (shuffling disabled),
+so record i of a split is key i of the official loaders. Each record holds the
+original JPEG bytes (not re-encoded), the key, the class id, all captions as
+text and as ids of the captions pickle, and for CUB the bounding box. The
+vocabulary and every record's class id are in the dataset's metadata.
+"""
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mirrorgan_jax.data import attngan_tree
+
+
+class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
+  KIND = ""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Point manual_dir at your dataset folder in the AttnGAN layout (the folder "
+      "holding captions.pickle, train/, test/ and text/); see the project README.")
+  # Record i of a split is key i of filenames.pickle, as in the official loaders.
+  disable_shuffling = True
+  check_images = True  # decode every image during validation
+  workers = 8  # threads for that check
+
+  def _info(self):
+    layout = attngan_tree.LAYOUTS[self.KIND]
+    features = {
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "key": tfds.features.Text(),
+        "class_id": tfds.features.Scalar(dtype=np.int32),
+        # Captions as ids, concatenated; caption k is ids[sum(lens[:k]):][:lens[k]].
+        "caption_ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        "caption_lens": tfds.features.Tensor(shape=(layout.captions_per_image,),
+                                             dtype=np.int32),
+        "captions": tfds.features.Sequence(tfds.features.Text()),
+    }
+    if layout.has_bbox:
+      features["bbox"] = tfds.features.Tensor(shape=(4,), dtype=np.int32)
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__,
+        features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    tree = attngan_tree.read_tree(dl_manager.manual_dir, self.KIND,
+                                  check_images=self.check_images, workers=self.workers)
+    self.info.metadata.update(
+        vocabulary=list(tree.vocab.words),
+        vocabulary_file=os.path.basename(tree.vocab_file),
+        captions_per_image=attngan_tree.LAYOUTS[self.KIND].captions_per_image,
+        class_ids={s: [r.class_id for r in recs] for s, recs in tree.splits.items()})
+    return {s: self._generate_examples(recs) for s, recs in tree.splits.items()}
+
+  def _generate_examples(self, records):
+    for r in records:
+      example = {
+          "image": r.image_path,
+          "key": r.key,
+          "class_id": r.class_id,
+          "caption_ids": np.asarray([i for c in r.caption_ids for i in c], np.int32),
+          "caption_lens": np.asarray([len(c) for c in r.caption_ids], np.int32),
+          "captions": list(r.captions),
+      }
+      if r.bbox is not None:
+        example["bbox"] = np.asarray(r.bbox, np.int32)
+      yield r.key, example
+
+
+class AttnganBirds(_AttnganBuilder):
+  """CUB-200-2011 with the Reed et al. captions, in the AttnGAN layout."""
+  KIND = "birds"
+
+
+class AttnganCoco(_AttnganBuilder):
+  """COCO-2014 captions, in the AttnGAN layout (train2014 and val2014 as test)."""
+  KIND = "coco"
+
+
+BUILDERS = {"birds": AttnganBirds, "coco": AttnganCoco}
+
+
+def builder(kind: str, data_dir: str) -> _AttnganBuilder:
+  if kind not in BUILDERS:
+    raise ValueError(f"no TFDS builder for dataset {kind!r}: use one of {tuple(BUILDERS)}")
+  return BUILDERS[kind](data_dir=os.path.expanduser(data_dir), file_format="array_record")
+
+
+def prepare(kind: str, manual_dir: str, data_dir: str, check_images: bool = True,
+            workers: int = 8) -> _AttnganBuilder:
+  """Validates `manual_dir` and writes the dataset under `data_dir` (once)."""
+  b = builder(kind, data_dir)
+  b.check_images, b.workers = check_images, workers
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(manual_dir)))
+  return b
