@@ -22,6 +22,7 @@ batches the uninterrupted one would have given. [train] saves it with
 from typing import Sequence
 
 import grain
+from absl import flags
 import jax
 import numpy as np
 
@@ -167,6 +168,10 @@ def iterator(dataset: grain.MapDataset, workers: int = 0, prefetch: int = 2):
   ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(1, prefetch),
                                                  prefetch_buffer_size=prefetch))
   if workers > 0:
+    # grain's worker processes read absl flags; outside absl.app.run (notebooks,
+    # tests) nothing has parsed them, so take their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                      per_worker_buffer_size=prefetch))
   return iter(ds)

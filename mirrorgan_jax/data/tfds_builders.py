@@ -24,8 +24,6 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at your dataset folder in the AttnGAN layout (the folder "
       "holding captions.pickle, train/, test/ and text/); see the project README.")
-  # Record i of a split is key i of filenames.pickle, as in the official loaders.
-  disable_shuffling = True
   check_images = True  # decode every image during validation
   workers = 8  # threads for that check
 
@@ -46,7 +44,10 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self, description=__doc__,
         features=tfds.features.FeaturesDict(features),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        # Record i of a split is key i of filenames.pickle, as in the official
+        # loaders: no shuffling, and example keys are the indices.
+        disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     tree = attngan_tree.read_tree(dl_manager.manual_dir, self.KIND,
@@ -59,7 +60,7 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
     return {s: self._generate_examples(recs) for s, recs in tree.splits.items()}
 
   def _generate_examples(self, records):
-    for r in records:
+    for index, r in enumerate(records):
       example = {
           "image": r.image_path,
           "key": r.key,
@@ -70,7 +71,7 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
       }
       if r.bbox is not None:
         example["bbox"] = np.asarray(r.bbox, np.int32)
-      yield r.key, example
+      yield index, example
 
 
 class AttnganBirds(_AttnganBuilder):
