@@ -6,6 +6,10 @@
   wrong_captions       int32 (B, T), optional: a caption of another image, for
   wrong_caption_lens   the mismatched-pair term of the D loss
 
+The input pipeline (data/pipeline.py) yields images as uint8 on the host;
+`pipeline.device_batch` converts them on the device. Its batches also carry
+`class_ids`, `indices` and `wrong_indices`, which the step ignores.
+
 `random_batch` fills it with random values for tests and benchmarks.
 """
 
