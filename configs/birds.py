@@ -41,12 +41,33 @@ def get_config():
   config.stream.hidden_size = 512  # 2 * CAP.hidden_size
   config.stream.small_widths = (32, 64, 128, 256)  # only for backbone "small"
   config.stream.max_decode_len = 20
+  # STREAM pretraining (the image-captioning code the MirrorGAN README names).
+  config.stream.batch_size = 128
+  config.stream.lr = 1e-3
+  config.stream.b1 = 0.9
+  config.stream.b2 = 0.999
+  config.stream.num_steps = 6_900  # 100 epochs of 69 steps (not released; see README)
+  config.stream.weights = ""  # a workdir or checkpoint holding pretrained STREAM: skip the phase
 
   # DAMSM image encoder (pretraining and R-precision).
   config.image_encoder = ml_collections.ConfigDict()
   config.image_encoder.backbone = "inception_v3"  # or "small"
   config.image_encoder.image_size = 299
   config.image_encoder.small_widths = (32, 64, 128, 256)
+
+  # DAMSM pretraining of STEM and the image encoder (AttnGAN cfg/DAMSM/bird.yml).
+  config.damsm = ml_collections.ConfigDict()
+  config.damsm.batch_size = 48
+  config.damsm.lr = 0.002  # ENCODER_LR
+  config.damsm.lr_decay = 0.98  # per epoch ...
+  config.damsm.min_lr_fraction = 0.1  # ... while lr > ENCODER_LR / 10
+  config.damsm.steps_per_epoch = 184  # 8855 // 48
+  config.damsm.num_steps = 36_800  # 200 epochs: the released text_encoder200.pth
+  config.damsm.grad_clip = 0.25  # RNN_GRAD_CLIP, text encoder only
+  config.damsm.gamma1 = 4.0
+  config.damsm.gamma2 = 5.0
+  config.damsm.gamma3 = 10.0
+  config.damsm.weights = ""  # a workdir or checkpoint holding pretrained DAMSM: skip the phase
 
   # Adam for G and for each D (TRAIN.GENERATOR_LR / DISCRIMINATOR_LR).
   config.optim = ml_collections.ConfigDict()
@@ -60,6 +81,25 @@ def get_config():
   config.loss.kl_weight = 1.0
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
+
+  # The GAN phase.
+  config.gan = ml_collections.ConfigDict()
+  config.gan.num_steps = 479_050  # MAX_EPOCH 650 x 737 iterations (batch 12, drop_last)
+  # () trains every stage from step 0 (official). A growth schedule such as
+  # ((0, 1), (20000, 2), (40000, 3)) starts with the first stage and adds one
+  # generator stage and its discriminator at each listed step.
+  config.gan.stages = ()
+
+  # The training program (train.py).
+  config.train = ml_collections.ConfigDict()
+  config.train.phases = "damsm,stream,gan"  # any subset, in this order
+  config.train.log_every = 100  # steps between logged metrics
+  config.train.checkpoint_every = 5_000  # steps (official: every 50 epochs)
+  config.train.eval_batches = 10  # test batches scored at each checkpoint to pick the best
+  config.train.sample_every = 5_000  # steps between sample grids with attention maps
+  config.train.keep_latest = 2  # newest checkpoints kept, besides the best one
+  config.train.nan_policy = "stop"  # or "skip": drop the update of a non-finite step
+  config.train.distributed = "auto"  # "auto": jax.distributed when the environment says so; "yes"; "no"
 
   # Input pipeline (mirrorgan_jax/data/pipeline.py).
   config.data = ml_collections.ConfigDict()

@@ -30,6 +30,17 @@ def get_config():
   config.image_encoder.backbone = "small"
   config.image_encoder.small_widths = (16, 32, 64)
 
+  config.damsm.batch_size = 32
+  config.damsm.steps_per_epoch = 100
+  config.damsm.num_steps = 400
+  config.stream.batch_size = 32
+  config.stream.num_steps = 400
+  config.gan.num_steps = 2_000
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.train.sample_every = 500
+  config.train.eval_batches = 4
+
   config.data.workers = 0  # rendering is cheap; no worker processes
   config.data.shapes = ml_collections.ConfigDict()
   config.data.shapes.seed = 0  # the dataset's seed, not the run's: fixes the splits

@@ -24,6 +24,16 @@ def get_config():
   config.stream.small_widths = (8, 16)
   config.image_encoder.backbone = "small"
   config.image_encoder.small_widths = (8, 16)
+  config.damsm.batch_size = 8
+  config.damsm.steps_per_epoch = 2
+  config.damsm.num_steps = 2
+  config.stream.batch_size = 8
+  config.stream.num_steps = 2
+  config.gan.num_steps = 2
+  config.train.log_every = 1
+  config.train.checkpoint_every = 1
+  config.train.sample_every = 2
+  config.train.eval_batches = 1
   config.data.shapes.train_size = 64
   config.data.shapes.test_size = 16
   config.data.shapes.test_heldout_size = 16

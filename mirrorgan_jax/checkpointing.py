@@ -1,0 +1,114 @@
+"""Checkpoints of one training phase: Orbax CheckpointManager, asynchronous.
+
+Each checkpoint holds the whole phase state (parameters, EMA, BatchNorm
+statistics, optimizer states, step; the run's key), a JSON `meta` item (phase,
+stage, iteration, completion, the config) and the data iterator's state.
+
+Retention keeps the newest `keep_latest` checkpoints and the best one by the
+phase's metric (lower is better), through a preservation policy: Orbax's
+`max_to_keep` + `best_fn` would keep only the best ones and delete the latest
+(../shared/specs/stack_notes.md). Orbax writes each checkpoint to a temporary
+folder and renames it when complete, and removes old ones only after a newer
+one is finalised, so a run never loses its last good checkpoint to a crash.
+
+Restoring tries the newest checkpoint first; a damaged or partial one is
+reported with its path and the next older one is used.
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable
+
+import grain
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+PyTree = Any
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint where one was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  step: int
+  state: PyTree
+  meta: dict
+  path: str
+
+
+class PhaseCheckpoints:
+  """The checkpoints of one phase, in `directory`."""
+
+  def __init__(self, directory: str, keep_latest: int = 2, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(keep_latest),
+        checkpoint_managers.BestN(get_metric_fn=lambda m: m["value"], reverse=True, n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, enable_async_checkpointing=async_save,
+            create=True, cleanup_tmp_directories=True))
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state: PyTree, meta: dict, data_iter=None,
+           metric: float | None = None) -> None:
+    """Starts an asynchronous save; `metric` (lower is better) ranks it for
+    "best". Every process must call this."""
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+    self.manager.save(step, args=ocp.args.Composite(**items),
+                      metrics=None if metric is None else {"value": float(metric)},
+                      force=True)
+
+  def meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore(self, abstract_for: Callable[[dict], PyTree],
+              data_iter=None) -> Restored | None:
+    """The newest checkpoint that restores, or None when there is none.
+
+    `abstract_for(meta)` gives the state's structure (ShapeDtypeStructs with
+    shardings, e.g. for this run's mesh, which may differ from the saving run's).
+    With `data_iter`, the iterator's state is set from the checkpoint too."""
+    self.manager.reload()
+    failures = []
+    for step in reversed(self.steps()):
+      try:
+        meta = self.meta(step)
+        items = {"state": ocp.args.StandardRestore(abstract_for(meta)),
+                 "meta": ocp.args.JsonRestore()}
+        if data_iter is not None:
+          items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+      except Exception as e:  # damaged, partial, or from another model
+        msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {e})"
+        logging.error("%s; trying an older one", msg)
+        failures.append(msg)
+        continue
+      if failures:
+        logging.warning("resuming from %s, the newest good checkpoint", self.path(step))
+      return Restored(step, out["state"], dict(out["meta"]), self.path(step))
+    if failures:
+      raise CheckpointError("no checkpoint could be restored:\n  " + "\n  ".join(failures))
+    return None
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

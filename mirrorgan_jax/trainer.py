@@ -1,0 +1,494 @@
+"""The training program: the phases damsm -> stream -> gan in one run, each
+resumable to the bit from its checkpoints.
+
+A phase is a list of segments (one, or one per stage of a growth schedule).
+Each iteration: next batch -> jitted step with the state donated -> a guard
+that keeps the previous state when any metric is not finite -> logging,
+evaluation, samples and checkpoints at the config's intervals. A phase whose
+newest checkpoint is marked complete is skipped; SIGTERM and SIGINT save a
+checkpoint and end the run cleanly.
+"""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
+from mirrorgan_jax import pretrain_steps
+from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
+from mirrorgan_jax.data import pipeline, shapes_scorer
+from mirrorgan_jax.sampling import make_sampler
+
+PHASES = ("damsm", "stream", "gan")
+SAMPLE_CAPTIONS = 8  # rows of the sample grid
+ALIGNMENT_CAPTIONS = 256  # shapes test captions scored for the "best" checkpoint
+
+
+class TrainingStopped(RuntimeError):
+  """A non-finite loss under nan_policy 'stop'."""
+
+
+class Preempted(Exception):
+  """The run was asked to stop (signal or `stop_after`); a checkpoint was saved."""
+
+
+def parse_phases(text: str) -> tuple[str, ...]:
+  names = tuple(p.strip() for p in text.split(",") if p.strip())
+  unknown = [p for p in names if p not in PHASES]
+  if unknown or not names:
+    raise ValueError(f"config.train.phases={text!r}: use a subset of {','.join(PHASES)}")
+  return tuple(p for p in PHASES if p in names)
+
+
+def stage_schedule(config) -> list[tuple[int, int]]:
+  """[(first iteration, number of stages), ...]; () means all stages from 0."""
+  n = config.model.num_stages
+  if not config.gan.stages:
+    return [(0, n)]
+  sched = [(int(s), int(k)) for s, k in config.gan.stages]
+  if sched[0][0] != 0 or sched[-1][1] != n or any(
+      b[0] <= a[0] or b[1] <= a[1] for a, b in zip(sched, sched[1:])) or sched[0][1] < 1:
+    raise ValueError(f"config.gan.stages={config.gan.stages!r}: steps must start at 0 and "
+                     f"grow, stage counts grow and end at model.num_stages={n}")
+  return sched
+
+
+def phase_config(config, phase: str):
+  """The config a phase's pipeline and networks see (its own batch size)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.batch_size = {"damsm": config.damsm.batch_size, "stream": config.stream.batch_size,
+                  "gan": config.batch_size}[phase]
+  return c
+
+
+def num_steps(config, phase: str) -> int:
+  return {"damsm": config.damsm.num_steps, "stream": config.stream.num_steps,
+          "gan": config.gan.num_steps}[phase]
+
+
+def guard_nonfinite(step_fn: Callable) -> Callable:
+  """The step, keeping the previous state when any metric is not finite, with
+  'finite' added to the metrics: no run ever continues from a NaN update."""
+
+  def guarded(state, batch, key):
+    new, metrics = step_fn(state, batch, key)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return new, {**metrics, "finite": finite}
+
+  return guarded
+
+
+@dataclasses.dataclass
+class Segment:
+  """Iterations [start, next segment's start) of a phase, with one state structure."""
+  start: int
+  stages: int
+  init: Callable  # key -> state
+  step: Callable  # (state, batch, key) -> (state, metrics), jitted
+  grow: Callable | None = None  # previous segment's state -> this one's
+  evaluate: Callable | None = None  # state -> metric, lower is better
+  samples: Callable | None = None  # (state, iteration, RunLog) -> None
+
+
+class _StopFlag:
+  """SIGTERM and SIGINT ask the loop to save and stop."""
+
+  def __init__(self):
+    self.reason = None
+
+  @contextlib.contextmanager
+  def installed(self):
+    previous = {}
+
+    def handler(signum, frame):
+      del frame
+      self.reason = signal.Signals(signum).name
+
+    try:
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: no handlers
+      pass
+    try:
+      yield self
+    finally:
+      for sig, h in previous.items():
+        signal.signal(sig, h)
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  stop: _StopFlag
+  stop_after: int | None = None  # iterations of this invocation, then as if preempted
+  iterations: int = 0
+  is_main: bool = True
+
+  def checkpoints(self, phase: str) -> PhaseCheckpoints:
+    return PhaseCheckpoints(os.path.join(self.workdir, "checkpoints", phase),
+                            self.config.train.keep_latest)
+
+
+def _host(tree):
+  return jax.device_get(tree)
+
+
+def _replicate(mesh, tree):
+  return jax.device_put(tree, parallel.replicated(mesh))
+
+
+def _abstract(init: Callable, key, mesh):
+  shapes = jax.eval_shape(init, key)
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
+def _abstract_key(key, mesh):
+  return jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=parallel.replicated(mesh))
+
+
+def _metrics_line(metrics: dict) -> dict:
+  return {k: float(v) for k, v in metrics.items() if k != "finite"}
+
+
+def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
+              key) -> tuple:
+  """Trains `phase` to its step count (or resumes it); returns the final state."""
+  config, mesh = run.config, run.mesh
+  total = num_steps(config, phase)
+  ckpt = run.checkpoints(phase)
+  seg_of = lambda i: [s for s in segments if s.start <= i][-1]  # noqa: E731
+  by_stages = {s.stages: s for s in segments}
+  data_iter = pipeline.iterator(train_data, config.data.workers, config.data.prefetch)
+
+  def abstract_for(meta):
+    seg = by_stages.get(meta.get("stages", segments[0].stages))
+    if seg is None:
+      raise CheckpointError(f"checkpoint of {meta.get('stages')} stages does not fit "
+                            f"config.gan.stages")
+    return {"state": _abstract(seg.init, key, mesh), "key": _abstract_key(key, mesh)}
+
+  restored = ckpt.restore(abstract_for, data_iter)
+  if restored is not None and restored.meta.get("complete"):
+    logging.info("%s: complete at %s, skipped", phase, restored.path)
+    ckpt.close()
+    return restored.state["state"]
+  if restored is not None:
+    iteration, state = restored.meta["iteration"], restored.state["state"]
+    seg = by_stages[restored.meta["stages"]]
+    logging.info("%s: resuming from %s (iteration %d)", phase, restored.path, iteration)
+  else:
+    iteration, seg = 0, segments[0]
+    state = seg.init(key)
+  last_good = restored.path if restored else None
+
+  def save(iteration, complete=False, metrics=None):
+    nonlocal last_good
+    metric = seg.evaluate(state) if seg.evaluate is not None else None
+    meta = {"phase": phase, "iteration": iteration, "stages": seg.stages,
+            "complete": complete, "metric": metric, "metrics": metrics or {},
+            "config": json.loads(config.to_json_best_effort())}
+    ckpt.save(iteration, {"state": state, "key": key}, meta, data_iter, metric)
+    last_good = ckpt.path(iteration)
+    return metric
+
+  tc = config.train
+  log = summaries.RunLog(run.workdir, phase, run.is_main)
+  bar = summaries.Progress(total, iteration, phase, run.is_main)
+  skipped, last_metrics, t0, n0 = 0, {}, time.perf_counter(), iteration
+  try:
+    while iteration < total:
+      if run.stop.reason or (run.stop_after is not None and run.iterations >= run.stop_after):
+        save(iteration, metrics=last_metrics)
+        ckpt.wait()
+        raise Preempted(f"{phase}: stopped at iteration {iteration} "
+                        f"({run.stop.reason or 'stop_after'}); checkpoint "
+                        f"{ckpt.path(iteration)}; run the same command to resume")
+      nxt = seg_of(iteration)
+      if nxt is not seg:
+        state, seg = nxt.grow(state), nxt
+        logging.info("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
+      batch = pipeline.device_batch(mesh, next(data_iter))
+      state, metrics = seg.step(state, batch, key)
+      iteration += 1
+      run.iterations += 1
+      if not bool(metrics["finite"]):
+        terms = {k: float(v) for k, v in _host(metrics).items() if k != "finite"}
+        if tc.nan_policy == "stop":
+          raise TrainingStopped(
+              f"{phase}: non-finite loss at iteration {iteration}; the update was not "
+              f"applied. Terms: {terms}. Last good checkpoint: {last_good or 'none'}")
+        skipped += 1
+        logging.warning("%s: non-finite loss at iteration %d skipped: %s", phase,
+                        iteration, terms)
+      due = lambda every: every > 0 and iteration % every == 0  # noqa: E731
+      if due(tc.log_every) or iteration == total:
+        last_metrics = _metrics_line(_host(metrics))
+        now = time.perf_counter()
+        last_metrics["iterations_per_s"] = (iteration - n0) / max(now - t0, 1e-9)
+        last_metrics["skipped"] = skipped
+        t0, n0 = now, iteration
+        log.scalars(iteration, last_metrics)
+        bar.update(iteration, last_metrics)
+      if seg.samples is not None and (due(tc.sample_every) or iteration == total):
+        seg.samples(state, iteration, log)
+      if iteration == total:
+        metric = save(iteration, complete=True, metrics=last_metrics)
+      elif due(tc.checkpoint_every):
+        metric = save(iteration, metrics=last_metrics)
+      else:
+        continue
+      if metric is not None:
+        log.scalars(iteration, {"eval/metric": metric})
+    ckpt.wait()
+    return state
+  finally:
+    bar.close()
+    log.close()
+    ckpt.wait()
+    ckpt.close()
+    if hasattr(data_iter, "close"):
+      data_iter.close()
+
+
+def _eval_batches(config, phase: str, mesh, n: int):
+  """The first `n` batches of the test split, on the devices."""
+  pc = phase_config(config, phase)
+  _, ds = pipeline.from_config(pc, "test", train=False)
+  return [pipeline.device_batch(mesh, ds[i]) for i in range(min(n, len(ds)))]
+
+
+def _mean_eval(evaluate, name: str, state, batches) -> float:
+  return float(np.mean([float(evaluate(state, b)[name]) for b in batches]))
+
+
+def damsm_init(run: Run, models) -> Callable:
+  pc = phase_config(run.config, "damsm")
+  return parallel.jit_init(lambda k: pretrain_steps.init_damsm_state(models, pc, k), run.mesh)
+
+
+def stream_init(run: Run, models) -> Callable:
+  pc = phase_config(run.config, "stream")
+  return parallel.jit_init(lambda k: pretrain_steps.init_stream_state(models, pc, k), run.mesh)
+
+
+def damsm_segments(run: Run, models) -> list[Segment]:
+  pc = phase_config(run.config, "damsm")
+  step = parallel.jit_train_step(
+      guard_nonfinite(pretrain_steps.make_damsm_step(models, pc)), run.mesh)
+  evaluate = jax.jit(pretrain_steps.make_damsm_eval(models, pc))
+  batches = _eval_batches(run.config, "damsm", run.mesh, run.config.train.eval_batches)
+  return [Segment(0, 0, damsm_init(run, models), step,
+                  evaluate=lambda s: _mean_eval(evaluate, "damsm_loss", s, batches))]
+
+
+def stream_segments(run: Run, models) -> list[Segment]:
+  pc = phase_config(run.config, "stream")
+  step = parallel.jit_train_step(
+      guard_nonfinite(pretrain_steps.make_stream_step(models, pc)), run.mesh)
+  evaluate = jax.jit(pretrain_steps.make_stream_eval(models, pc))
+  batches = _eval_batches(run.config, "stream", run.mesh, run.config.train.eval_batches)
+  return [Segment(0, 0, stream_init(run, models), step,
+                  evaluate=lambda s: _mean_eval(evaluate, "stream_loss", s, batches))]
+
+
+def _grow(fresh: gan_state.GANState, old: gan_state.GANState) -> gan_state.GANState:
+  """`fresh` (a larger model) with everything `old` trained grafted in."""
+  g = gan_state.NetState(*(param_groups.graft(getattr(fresh.g, f), getattr(old.g, f))
+                           for f in ("params", "batch_stats", "opt_state")))
+  return fresh.replace(step=old.step, g=g, g_ema=param_groups.graft(fresh.g_ema, old.g_ema),
+                       d=tuple(old.d) + tuple(fresh.d[len(old.d):]),
+                       text_encoder=old.text_encoder, stream=old.stream)
+
+
+def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segment]:
+  config, mesh = run.config, run.mesh
+  rows = np.shape(text_params["embedding"]["embedding"])[0]
+  source_vocab.check_size(rows, "the DAMSM text encoder")
+  text_params, stream_vars = _replicate(mesh, (text_params, stream_vars))
+  test = _gan_eval_captions(config, mesh)
+  segments = []
+  for start, n in stage_schedule(config):
+    cn = ml_collections.ConfigDict(config.to_dict())
+    cn.model.num_stages = n
+    models = factory.create_models(cn)
+    raw_init = parallel.jit_init(lambda k, m=models, c=cn: gan_state.init_gan_state(m, c, k),
+                                 mesh)
+
+    def init(key, raw_init=raw_init):
+      return raw_init(key).replace(text_encoder=text_params, stream=stream_vars)
+
+    def grow(old, init=init, n=n):
+      return jax.jit(_grow, out_shardings=parallel.replicated(mesh))(
+          init(jax.random.fold_in(jax.random.key(config.seed), 1000 + n)), old)
+
+    sampler = jax.jit(make_sampler(models, cn))
+    step = parallel.jit_train_step(guard_nonfinite(gan_step.make_train_step(models, cn)),
+                                   mesh)
+    segments.append(Segment(
+        start, n, init, step, grow=grow if segments else None,
+        evaluate=(lambda s, sampler=sampler: _alignment_metric(s, sampler, test))
+        if config.dataset == "shapes" else None,
+        samples=lambda s, it, log, sampler=sampler: _log_samples(s, it, log, sampler, test,
+                                                                 source_vocab)))
+  return segments
+
+
+def _gan_eval_captions(config, mesh):
+  """Test captions (ids, lengths, texts) for scoring and sample grids."""
+  pc = phase_config(config, "gan")
+  source, ds = pipeline.from_config(pc, "test", train=False)
+  n = min(ALIGNMENT_CAPTIONS, len(source) * source.captions_per_image)
+  ids, lens, texts = [], [], []
+  for b in range(-(-n // pc.batch_size)):
+    batch = ds[b]
+    for row in range(len(batch["captions"])):
+      if len(ids) < n and batch["valid"][row]:
+        ids.append(batch["captions"][row])
+        lens.append(batch["caption_lens"][row])
+        texts.append(source.captions(int(batch["indices"][row]))[
+            int(batch["caption_index"][row])])
+  return {"ids": np.stack(ids), "lens": np.asarray(lens, np.int32), "texts": texts,
+          "batch": pc.batch_size, "mesh": mesh, "vocab": source.vocab}
+
+
+def _generate(state, sampler, test, count: int):
+  """EMA images for the first `count` test captions, fixed seed, in batches."""
+  mesh, b = test["mesh"], test["batch"]
+  images, attention = [], []
+  for i in range(0, count, b):
+    ids, lens = test["ids"][i:i + b], test["lens"][i:i + b]
+    pad = b - len(ids)
+    ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
+    lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
+    batch = parallel.global_batch(mesh, {"ids": ids, "lens": lens})
+    imgs, att = sampler(state, batch["ids"], batch["lens"], jax.random.key(i))
+    images.append([np.asarray(x)[:b - pad] for x in imgs])
+    attention.append([np.asarray(a)[:b - pad] for a in att])
+  stages = len(images[0])
+  return ([np.concatenate([c[s] for c in images]) for s in range(stages)],
+          [np.concatenate([c[s] for c in attention]) for s in range(len(attention[0]))])
+
+
+def _alignment_metric(state, sampler, test) -> float:
+  """1 - mean per-attribute accuracy of the shapes scorer (lower is better)."""
+  n = len(test["ids"])
+  images, _ = _generate(state, sampler, test, n)
+  scores = shapes_scorer.score(summaries.to_uint8(images[-1]), test["texts"][:n])
+  attrs = [v for k, v in scores.items() if k not in ("n", "all")]
+  return 1.0 - float(np.mean(attrs))
+
+
+def _log_samples(state, iteration, log, sampler, test, vocab) -> None:
+  count = min(SAMPLE_CAPTIONS, len(test["ids"]))
+  images, attention = _generate(state, sampler, test, count)
+  rows = [[summaries.to_uint8(stage[i]) for stage in images] for i in range(count)]
+  log.images(iteration, "samples/stages", summaries.image_grid(rows))
+  if attention:
+    words = vocab.decode(test["ids"][0]).split()
+    overlay = summaries.attention_overlay(summaries.to_uint8(images[-1][0]),
+                                          attention[-1][0][:len(words)], words)
+    log.images(iteration, "samples/attention", overlay)
+
+
+def load_phase_state(run: Run, phase: str, init: Callable, key):
+  """The newest state of a pretraining phase: from the config's weights path
+  when set (a workdir, or a phase's checkpoint folder), else from this workdir.
+  None when there is none."""
+  weights = getattr(run.config, phase).weights
+  if weights:
+    weights = os.path.expanduser(weights)
+    inner = os.path.join(weights, "checkpoints", phase)
+    directory = inner if os.path.isdir(inner) else weights
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"config.{phase}.weights={weights!r}: no such folder")
+  else:
+    directory = os.path.join(run.workdir, "checkpoints", phase)
+    if not os.path.isdir(directory):
+      return None
+  ckpt = PhaseCheckpoints(directory, run.config.train.keep_latest)
+  try:
+    restored = ckpt.restore(lambda meta: {"state": _abstract(init, key, run.mesh),
+                                          "key": _abstract_key(key, run.mesh)})
+  finally:
+    ckpt.close()
+  if restored is None and weights:
+    raise CheckpointError(f"config.{phase}.weights: no checkpoint in {directory}")
+  return None if restored is None else restored.state["state"]
+
+
+def maybe_initialize_distributed(config) -> None:
+  mode = config.train.distributed
+  env = os.environ
+  asked = mode == "yes" or (mode == "auto" and (
+      "JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
+      or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1))
+  if not asked:
+    return
+  if env.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if "JAX_COORDINATOR_ADDRESS" in env:
+    jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"],
+                               int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"]))
+  else:
+    jax.distributed.initialize()
+
+
+def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
+  """Runs the configured phases in `workdir`; returns {phase: final state}.
+  Raises Preempted after saving when stopped by a signal or `stop_after`."""
+  factory.create_models(config)  # validates the config before any work
+  phases = parse_phases(config.train.phases)
+  stage_schedule(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+  summaries.write_run_info(workdir, config.to_json_best_effort(indent=2), is_main)
+  stop = _StopFlag()
+  r = Run(config, workdir, mesh, stop, stop_after, is_main=is_main)
+  models = factory.create_models(config)
+  base = jax.random.key(config.seed)
+  keys = {p: jax.random.fold_in(base, i) for i, p in enumerate(PHASES)}
+  out = {}
+  with stop.installed():
+    for phase in PHASES:
+      if phase == "gan":
+        break
+      seg_fn = {"damsm": damsm_segments, "stream": stream_segments}[phase]
+      if getattr(config, phase).weights or phase not in phases:
+        continue
+      _, ds = pipeline.from_config(phase_config(config, phase))
+      out[phase] = run_phase(r, phase, seg_fn(r, models), train_data=ds, key=keys[phase])
+    if "gan" in phases:
+      texts = out.get("damsm") or load_phase_state(r, "damsm", damsm_init(r, models),
+                                                   keys["damsm"])
+      streams = out.get("stream") or load_phase_state(r, "stream", stream_init(r, models),
+                                                      keys["stream"])
+      if texts is None or streams is None:
+        missing = "damsm" if texts is None else "stream"
+        raise CheckpointError(f"the gan phase needs the {missing} phase: run it (add it to "
+                              f"config.train.phases) or set config.{missing}.weights")
+      source, ds = pipeline.from_config(phase_config(config, "gan"))
+      stream_vars = {"params": streams.net.params, "batch_stats": streams.net.batch_stats}
+      out["gan"] = run_phase(r, "gan", gan_segments(r, texts.text.params, stream_vars,
+                                                    source.vocab),
+                             train_data=ds, key=keys["gan"])
+  return out
+

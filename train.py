@@ -1,0 +1,36 @@
+"""Trains MirrorGAN: the damsm, stream and gan phases, resumable.
+
+  python train.py --config configs/shapes.py --workdir runs/shapes
+  python train.py --config configs/birds.py --workdir runs/birds \
+      --config.data.manual_dir=~/data/birds
+  python train.py --config configs/birds.py --workdir runs/birds --config.train.phases=gan
+
+Rerunning the same command resumes from the newest checkpoint; completed
+phases are skipped. SIGTERM or Ctrl-C saves a checkpoint and exits cleanly.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/shapes.py", "Training configuration.")
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  del argv
+  from mirrorgan_jax import trainer  # after flag parsing: jax.distributed may come first
+  trainer.maybe_initialize_distributed(FLAGS.config)
+  try:
+    trainer.run(FLAGS.config, FLAGS.workdir)
+  except trainer.Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+  app.run(main)
