@@ -20,7 +20,8 @@ import logging
 import os
 from typing import Any, Callable
 
-import grain
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -64,10 +65,13 @@ class PhaseCheckpoints:
   def save(self, step: int, state: PyTree, meta: dict, data_iter=None,
            metric: float | None = None) -> None:
     """Starts an asynchronous save; `metric` (lower is better) ranks it for
-    "best". Every process must call this."""
+    "best". Every process must call this. Orbax reads `state` in the
+    background: pass arrays that no later step donates (see trainer.save)."""
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
-      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+      # Taken now, as JSON: a handler reading the iterator in the background
+      # could see it after the training loop has moved it on.
+      items["data_iter"] = ocp.args.JsonSave(data_iter.get_state())
     self.manager.save(step, args=ocp.args.Composite(**items),
                       metrics=None if metric is None else {"value": float(metric)},
                       force=True)
@@ -90,8 +94,10 @@ class PhaseCheckpoints:
         items = {"state": ocp.args.StandardRestore(abstract_for(meta)),
                  "meta": ocp.args.JsonRestore()}
         if data_iter is not None:
-          items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+          items["data_iter"] = ocp.args.JsonRestore()
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if data_iter is not None:
+          data_iter.set_state(out["data_iter"])
       except Exception as e:  # damaged, partial, or from another model
         msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {e})"
         logging.error("%s; trying an older one", msg)
@@ -99,10 +105,24 @@ class PhaseCheckpoints:
         continue
       if failures:
         logging.warning("resuming from %s, the newest good checkpoint", self.path(step))
+        self._set_aside(s for s in self.steps() if s > step)
       return Restored(step, out["state"], dict(out["meta"]), self.path(step))
     if failures:
       raise CheckpointError("no checkpoint could be restored:\n  " + "\n  ".join(failures))
     return None
+
+  def _set_aside(self, steps) -> None:
+    """Renames damaged checkpoints to <step>.damaged[.n] (kept for inspection;
+    the resumed run writes that step again)."""
+    if jax.process_index() == 0:
+      for step in steps:
+        target, n = f"{self.path(step)}.damaged", 1
+        while os.path.exists(target):
+          target, n = f"{self.path(step)}.damaged.{n}", n + 1
+        os.replace(self.path(step), target)
+        logging.warning("moved the damaged checkpoint %s to %s", self.path(step), target)
+    multihost_utils.sync_global_devices("mirrorgan_jax: damaged checkpoints set aside")
+    self.manager.reload()
 
   def best_step(self) -> int | None:
     return self.manager.best_step()

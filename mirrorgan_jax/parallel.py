@@ -31,9 +31,9 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
   if batch_size % mesh.size:
-    raise ValueError(f"config.batch_size ({batch_size}) must be divisible by the "
+    raise ValueError(f"config.{field} ({batch_size}) must be divisible by the "
                      f"number of devices in the mesh ({mesh.size})")
 
 

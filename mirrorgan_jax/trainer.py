@@ -11,6 +11,7 @@ checkpoint and end the run cleanly.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -146,8 +147,27 @@ def _host(tree):
   return jax.device_get(tree)
 
 
-def _replicate(mesh, tree):
-  return jax.device_put(tree, parallel.replicated(mesh))
+_COMPILED: dict = {}
+
+
+def _compiled(run: "Run", name: str, make: Callable) -> Callable:
+  """One jitted function per (name, config, devices) in this process, so a
+  resumed or repeated run in the same process reuses compiled programs."""
+  key = (name, run.config.to_json_best_effort(), tuple(d.id for d in run.mesh.devices.flat))
+  if key not in _COMPILED:
+    _COMPILED[key] = make()
+  return _COMPILED[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _copier(mesh):
+  return jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=parallel.replicated(mesh))
+
+
+def _replicated_copy(mesh, tree):
+  """Fresh replicated buffers: a state that is donated to the step must not
+  share arrays with anything kept elsewhere."""
+  return _copier(mesh)(tree)
 
 
 def _abstract(init: Callable, key, mesh):
@@ -199,10 +219,13 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   def save(iteration, complete=False, metrics=None):
     nonlocal last_good
     metric = seg.evaluate(state) if seg.evaluate is not None else None
+    metric = metric if metric is not None and np.isfinite(metric) else None
     meta = {"phase": phase, "iteration": iteration, "stages": seg.stages,
             "complete": complete, "metric": metric, "metrics": metrics or {},
             "config": json.loads(config.to_json_best_effort())}
-    ckpt.save(iteration, {"state": state, "key": key}, meta, data_iter, metric)
+    # A copy: the next step donates `state` while Orbax may still be reading it.
+    ckpt.save(iteration, _replicated_copy(mesh, {"state": state, "key": key}), meta,
+              data_iter, metric)
     last_good = ckpt.path(iteration)
     return metric
 
@@ -213,7 +236,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   try:
     while iteration < total:
       if run.stop.reason or (run.stop_after is not None and run.iterations >= run.stop_after):
-        save(iteration, metrics=last_metrics)
+        if last_good != ckpt.path(iteration):  # not saved at this iteration already
+          save(iteration, metrics=last_metrics)
         ckpt.wait()
         raise Preempted(f"{phase}: stopped at iteration {iteration} "
                         f"({run.stop.reason or 'stop_after'}); checkpoint "
@@ -278,19 +302,22 @@ def _mean_eval(evaluate, name: str, state, batches) -> float:
 
 def damsm_init(run: Run, models) -> Callable:
   pc = phase_config(run.config, "damsm")
-  return parallel.jit_init(lambda k: pretrain_steps.init_damsm_state(models, pc, k), run.mesh)
+  return _compiled(run, "damsm_init", lambda: parallel.jit_init(
+      lambda k: pretrain_steps.init_damsm_state(models, pc, k), run.mesh))
 
 
 def stream_init(run: Run, models) -> Callable:
   pc = phase_config(run.config, "stream")
-  return parallel.jit_init(lambda k: pretrain_steps.init_stream_state(models, pc, k), run.mesh)
+  return _compiled(run, "stream_init", lambda: parallel.jit_init(
+      lambda k: pretrain_steps.init_stream_state(models, pc, k), run.mesh))
 
 
 def damsm_segments(run: Run, models) -> list[Segment]:
   pc = phase_config(run.config, "damsm")
-  step = parallel.jit_train_step(
-      guard_nonfinite(pretrain_steps.make_damsm_step(models, pc)), run.mesh)
-  evaluate = jax.jit(pretrain_steps.make_damsm_eval(models, pc))
+  step = _compiled(run, "damsm_step", lambda: parallel.jit_train_step(
+      guard_nonfinite(pretrain_steps.make_damsm_step(models, pc)), run.mesh))
+  evaluate = _compiled(run, "damsm_eval",
+                       lambda: jax.jit(pretrain_steps.make_damsm_eval(models, pc)))
   batches = _eval_batches(run.config, "damsm", run.mesh, run.config.train.eval_batches)
   return [Segment(0, 0, damsm_init(run, models), step,
                   evaluate=lambda s: _mean_eval(evaluate, "damsm_loss", s, batches))]
@@ -298,9 +325,10 @@ def damsm_segments(run: Run, models) -> list[Segment]:
 
 def stream_segments(run: Run, models) -> list[Segment]:
   pc = phase_config(run.config, "stream")
-  step = parallel.jit_train_step(
-      guard_nonfinite(pretrain_steps.make_stream_step(models, pc)), run.mesh)
-  evaluate = jax.jit(pretrain_steps.make_stream_eval(models, pc))
+  step = _compiled(run, "stream_step", lambda: parallel.jit_train_step(
+      guard_nonfinite(pretrain_steps.make_stream_step(models, pc)), run.mesh))
+  evaluate = _compiled(run, "stream_eval",
+                       lambda: jax.jit(pretrain_steps.make_stream_eval(models, pc)))
   batches = _eval_batches(run.config, "stream", run.mesh, run.config.train.eval_batches)
   return [Segment(0, 0, stream_init(run, models), step,
                   evaluate=lambda s: _mean_eval(evaluate, "stream_loss", s, batches))]
@@ -319,26 +347,29 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
   config, mesh = run.config, run.mesh
   rows = np.shape(text_params["embedding"]["embedding"])[0]
   source_vocab.check_size(rows, "the DAMSM text encoder")
-  text_params, stream_vars = _replicate(mesh, (text_params, stream_vars))
+  text_params, stream_vars = _replicated_copy(mesh, (text_params, stream_vars))
   test = _gan_eval_captions(config, mesh)
   segments = []
   for start, n in stage_schedule(config):
     cn = ml_collections.ConfigDict(config.to_dict())
     cn.model.num_stages = n
     models = factory.create_models(cn)
-    raw_init = parallel.jit_init(lambda k, m=models, c=cn: gan_state.init_gan_state(m, c, k),
-                                 mesh)
+    raw_init = _compiled(run, f"gan_init_{n}", lambda m=models, c=cn: parallel.jit_init(
+        lambda k: gan_state.init_gan_state(m, c, k), mesh))
 
     def init(key, raw_init=raw_init):
-      return raw_init(key).replace(text_encoder=text_params, stream=stream_vars)
+      text, stream = _replicated_copy(mesh, (text_params, stream_vars))
+      return raw_init(key).replace(text_encoder=text, stream=stream)
 
     def grow(old, init=init, n=n):
-      return jax.jit(_grow, out_shardings=parallel.replicated(mesh))(
+      return _compiled(run, "gan_grow", lambda: jax.jit(
+          _grow, out_shardings=parallel.replicated(mesh)))(
           init(jax.random.fold_in(jax.random.key(config.seed), 1000 + n)), old)
 
-    sampler = jax.jit(make_sampler(models, cn))
-    step = parallel.jit_train_step(guard_nonfinite(gan_step.make_train_step(models, cn)),
-                                   mesh)
+    sampler = _compiled(run, f"gan_sampler_{n}", lambda m=models, c=cn: jax.jit(
+        make_sampler(m, c)))
+    step = _compiled(run, f"gan_step_{n}", lambda m=models, c=cn: parallel.jit_train_step(
+        guard_nonfinite(gan_step.make_train_step(m, c)), mesh))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,
         evaluate=(lambda s, sampler=sampler: _alignment_metric(s, sampler, test))
@@ -448,15 +479,18 @@ def maybe_initialize_distributed(config) -> None:
     jax.distributed.initialize()
 
 
-def run(config, workdir: str, *, stop_after: int | None = None) -> dict:
-  """Runs the configured phases in `workdir`; returns {phase: final state}.
-  Raises Preempted after saving when stopped by a signal or `stop_after`."""
+def run(config, workdir: str, *, stop_after: int | None = None, devices=None) -> dict:
+  """Runs the configured phases in `workdir` on `devices` (default: all);
+  returns {phase: final state}. Raises Preempted after saving when stopped by
+  a signal or after `stop_after` iterations of this invocation."""
   factory.create_models(config)  # validates the config before any work
   phases = parse_phases(config.train.phases)
   stage_schedule(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.batch_size, mesh)
+  mesh = parallel.make_mesh(devices)
+  for phase in phases:
+    field = {"gan": "batch_size"}.get(phase, f"{phase}.batch_size")
+    parallel.check_batch_size(phase_config(config, phase).batch_size, mesh, field)
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)
