@@ -23,8 +23,10 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
-  from mirrorgan_jax import trainer  # after flag parsing: jax.distributed may come first
-  trainer.maybe_initialize_distributed(FLAGS.config)
+  from mirrorgan_jax import distributed  # pylint: disable=import-outside-toplevel
+  distributed.maybe_initialize(FLAGS.config)
+  # Imported after: jax.distributed must start before any array exists.
+  from mirrorgan_jax import trainer  # pylint: disable=import-outside-toplevel
   try:
     trainer.run(FLAGS.config, FLAGS.workdir)
   except trainer.Preempted as e:

@@ -90,6 +90,20 @@ def check_config(config) -> None:
   r("data.prefetch", _positive_int, "a positive integer")
   if config.dataset == "shapes":
     _check_shapes(r)
+  for f in ("damsm.batch_size", "damsm.num_steps", "damsm.steps_per_epoch", "stream.batch_size",
+            "stream.num_steps", "gan.num_steps", "train.keep_latest", "train.eval_batches"):
+    r(f, _positive_int, "a positive integer")
+  for f in ("damsm.lr", "stream.lr", "damsm.grad_clip", "damsm.gamma1", "damsm.gamma2",
+            "damsm.gamma3"):
+    r(f, lambda v: v > 0, "a positive number")
+  r("damsm.lr_decay", lambda v: 0 < v <= 1, "in (0, 1]")
+  for f in ("log_every", "checkpoint_every", "sample_every"):
+    r(f"train.{f}", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)")
+  r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
+  r("train.distributed", lambda v: v in ("auto", "yes", "no"), "'auto', 'yes' or 'no'")
+  r("train.phases", lambda v: isinstance(v, str) and v and all(
+      p.strip() in ("damsm", "stream", "gan") for p in v.split(",")),
+    "a comma-separated subset of damsm,stream,gan")
 
 
 def _check_shapes(r) -> None:

@@ -379,11 +379,11 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
   return segments
 
 
-def _gan_eval_captions(config, mesh):
-  """Test captions (ids, lengths, texts) for scoring and sample grids."""
+def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT_CAPTIONS):
+  """Captions of `split` (ids, lengths, texts) for scoring and sample grids."""
   pc = phase_config(config, "gan")
-  source, ds = pipeline.from_config(pc, "test", train=False)
-  n = min(ALIGNMENT_CAPTIONS, len(source) * source.captions_per_image)
+  source, ds = pipeline.from_config(pc, split, train=False)
+  n = min(count, len(source) * source.captions_per_image)
   ids, lens, texts = [], [], []
   for b in range(-(-n // pc.batch_size)):
     batch = ds[b]
@@ -415,13 +415,16 @@ def _generate(state, sampler, test, count: int):
           [np.concatenate([c[s] for c in attention]) for s in range(len(attention[0]))])
 
 
+def alignment_scores(state, sampler, test) -> dict:
+  """The shapes scorer on EMA images for every caption of `test`."""
+  images, _ = _generate(state, sampler, test, len(test["ids"]))
+  return shapes_scorer.score(summaries.to_uint8(images[-1]), test["texts"])
+
+
 def _alignment_metric(state, sampler, test) -> float:
   """1 - mean per-attribute accuracy of the shapes scorer (lower is better)."""
-  n = len(test["ids"])
-  images, _ = _generate(state, sampler, test, n)
-  scores = shapes_scorer.score(summaries.to_uint8(images[-1]), test["texts"][:n])
-  attrs = [v for k, v in scores.items() if k not in ("n", "all")]
-  return 1.0 - float(np.mean(attrs))
+  scores = alignment_scores(state, sampler, test)
+  return 1.0 - float(np.mean([v for k, v in scores.items() if k not in ("n", "all")]))
 
 
 def _log_samples(state, iteration, log, sampler, test, vocab) -> None:
@@ -460,23 +463,6 @@ def load_phase_state(run: Run, phase: str, init: Callable, key):
   if restored is None and weights:
     raise CheckpointError(f"config.{phase}.weights: no checkpoint in {directory}")
   return None if restored is None else restored.state["state"]
-
-
-def maybe_initialize_distributed(config) -> None:
-  mode = config.train.distributed
-  env = os.environ
-  asked = mode == "yes" or (mode == "auto" and (
-      "JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
-      or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1))
-  if not asked:
-    return
-  if env.get("JAX_PLATFORMS", "") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if "JAX_COORDINATOR_ADDRESS" in env:
-    jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"],
-                               int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"]))
-  else:
-    jax.distributed.initialize()
 
 
 def run(config, workdir: str, *, stop_after: int | None = None, devices=None) -> dict:

@@ -187,3 +187,45 @@ def test_stage_schedule_is_validated():
   assert trainer.parse_phases("gan, damsm") == ("damsm", "gan")
   with pytest.raises(ValueError, match="config.train.phases='gan,fid'"):
     trainer.parse_phases("gan,fid")
+
+
+def _free_port() -> int:
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
+  """2 processes x 2 CPU devices (gloo collectives) against 1 process x 4
+  devices: 2 DAMSM iterations, each process reading its own rows."""
+  common = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+            os.path.join(ROOT, "configs", "tiny.py"), "--config.train.phases=damsm"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+  single = subprocess.run(
+      common + ["--workdir", str(tmp_path / "one")], cwd=ROOT, capture_output=True,
+      text=True, timeout=600,
+      env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert single.returncode == 0, single.stdout + single.stderr
+  port = _free_port()
+  procs = [subprocess.Popen(
+      common + ["--workdir", str(tmp_path / "two")], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True,
+      env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+  devices = json.load(open(tmp_path / "two" / "devices.json"))
+  assert devices["process_count"] == 2 and len(devices["devices"]) == 4
+  c = tiny.get_config()
+  c.train.phases = "damsm"
+  r = trainer.Run(c, str(tmp_path / "one"), trainer.parallel.make_mesh(), trainer._StopFlag())
+  init = trainer.damsm_init(r, trainer.factory.create_models(c))
+  key = jax.random.fold_in(jax.random.key(c.seed), 0)
+  one = trainer.load_phase_state(r, "damsm", init, key)
+  r.workdir = str(tmp_path / "two")
+  two = trainer.load_phase_state(r, "damsm", init, key)
+  assert int(one.step) == int(two.step) == 2
+  for a, b in zip(leaves(two), leaves(one)):
+    assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-6)
