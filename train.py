@@ -13,6 +13,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -23,6 +24,9 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
+  # Orbax and JAX log every checkpoint step at INFO; the run's own events
+  # (resume, skip, growth, stop) are warnings, the losses go to the bar and logs.
+  absl_logging.set_verbosity(absl_logging.WARNING)
   from mirrorgan_jax import distributed  # pylint: disable=import-outside-toplevel
   distributed.maybe_initialize(FLAGS.config)
   # Imported after: jax.distributed must start before any array exists.

@@ -1,6 +1,8 @@
 """The embedded `shapes` dataset (../shared/specs/shapes.md): the default
-job, sized for a CPU. Model sizes here are provisional until [train] tunes
-them for the 20-minute budget; the dataset fields are final."""
+job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
+images correctly: shape 0.987 on real ones) keep a GAN iteration near 0.2 s,
+so all three phases fit about 17 minutes. Still being tuned for the alignment
+targets of the [train] issue (see README, "The default job")."""
 
 import ml_collections
 
@@ -21,8 +23,8 @@ def get_config():
   config.model.r_num = 1
   config.model.z_dim = 32
   config.model.condition_dim = 32
-  config.model.num_stages = 2  # 32 and 64 px
-  config.model.base_size = 32
+  config.model.num_stages = 2  # 16 and 32 px
+  config.model.base_size = 16
   config.stream.backbone = "small"
   config.stream.embed_size = 64
   config.stream.hidden_size = 128
@@ -35,7 +37,10 @@ def get_config():
   config.damsm.num_steps = 400
   config.stream.batch_size = 32
   config.stream.num_steps = 400
-  config.gan.num_steps = 2_000
+  config.gan.num_steps = 4_000
+  # Deviation: 0.99 instead of 0.999; the official horizon of ~1000 G steps
+  # would leave a 4000-step run's EMA generator half at its initialisation.
+  config.ema_decay = 0.99
   config.train.log_every = 50
   config.train.checkpoint_every = 500
   config.train.sample_every = 500

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
 from mirrorgan_jax import pretrain_steps
@@ -100,6 +101,7 @@ class Segment:
   grow: Callable | None = None  # previous segment's state -> this one's
   evaluate: Callable | None = None  # state -> metric, lower is better
   samples: Callable | None = None  # (state, iteration, RunLog) -> None
+  report: Callable | None = None  # (state, iteration, RunLog) -> None, at the phase's end
 
 
 class _StopFlag:
@@ -204,13 +206,15 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
 
   restored = ckpt.restore(abstract_for, data_iter)
   if restored is not None and restored.meta.get("complete"):
-    logging.info("%s: complete at %s, skipped", phase, restored.path)
+    logging.warning("%s: complete at %s, skipped", phase, restored.path)
     ckpt.close()
+    if hasattr(data_iter, "close"):
+      data_iter.close()
     return restored.state["state"]
   if restored is not None:
     iteration, state = restored.meta["iteration"], restored.state["state"]
     seg = by_stages[restored.meta["stages"]]
-    logging.info("%s: resuming from %s (iteration %d)", phase, restored.path, iteration)
+    logging.warning("%s: resuming from %s (iteration %d)", phase, restored.path, iteration)
   else:
     iteration, seg = 0, segments[0]
     state = seg.init(key)
@@ -232,7 +236,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   tc = config.train
   log = summaries.RunLog(run.workdir, phase, run.is_main)
   bar = summaries.Progress(total, iteration, phase, run.is_main)
-  skipped, last_metrics, t0, n0 = 0, {}, time.perf_counter(), iteration
+  last_metrics = dict(restored.meta.get("metrics", {})) if restored else {}
+  skipped, t0, n0 = int(last_metrics.get("skipped", 0)), time.perf_counter(), iteration
   try:
     while iteration < total:
       if run.stop.reason or (run.stop_after is not None and run.iterations >= run.stop_after):
@@ -245,7 +250,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       nxt = seg_of(iteration)
       if nxt is not seg:
         state, seg = nxt.grow(state), nxt
-        logging.info("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
+        logging.warning("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
       batch = pipeline.device_batch(mesh, next(data_iter))
       state, metrics = seg.step(state, batch, key)
       iteration += 1
@@ -271,6 +276,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       if seg.samples is not None and (due(tc.sample_every) or iteration == total):
         seg.samples(state, iteration, log)
       if iteration == total:
+        if seg.report is not None:
+          seg.report(state, iteration, log)
         metric = save(iteration, complete=True, metrics=last_metrics)
       elif due(tc.checkpoint_every):
         metric = save(iteration, metrics=last_metrics)
@@ -374,8 +381,10 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
         start, n, init, step, grow=grow if segments else None,
         evaluate=(lambda s, sampler=sampler: _alignment_metric(s, sampler, test))
         if config.dataset == "shapes" else None,
-        samples=lambda s, it, log, sampler=sampler: _log_samples(s, it, log, sampler, test,
-                                                                 source_vocab)))
+        samples=lambda s, it, log, sampler=sampler: _log_samples(
+            s, it, log, sampler, test, source_vocab, run.workdir),
+        report=(lambda s, it, log, sampler=sampler: _alignment_report(
+            s, it, log, sampler, config, mesh)) if config.dataset == "shapes" else None))
   return segments
 
 
@@ -394,15 +403,17 @@ def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT
         texts.append(source.captions(int(batch["indices"][row]))[
             int(batch["caption_index"][row])])
   return {"ids": np.stack(ids), "lens": np.asarray(lens, np.int32), "texts": texts,
-          "batch": pc.batch_size, "mesh": mesh, "vocab": source.vocab}
+          "batch": pc.batch_size, "mesh": mesh, "vocab": source.vocab,
+          "per_image": source.captions_per_image}
 
 
-def _generate(state, sampler, test, count: int):
-  """EMA images for the first `count` test captions, fixed seed, in batches."""
+def _generate(state, sampler, test, indices):
+  """EMA images for the test captions at `indices`, fixed seed, in batches."""
   mesh, b = test["mesh"], test["batch"]
+  indices = np.asarray(indices)
   images, attention = [], []
-  for i in range(0, count, b):
-    ids, lens = test["ids"][i:i + b], test["lens"][i:i + b]
+  for i in range(0, len(indices), b):
+    ids, lens = test["ids"][indices[i:i + b]], test["lens"][indices[i:i + b]]
     pad = b - len(ids)
     ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
     lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
@@ -417,7 +428,7 @@ def _generate(state, sampler, test, count: int):
 
 def alignment_scores(state, sampler, test) -> dict:
   """The shapes scorer on EMA images for every caption of `test`."""
-  images, _ = _generate(state, sampler, test, len(test["ids"]))
+  images, _ = _generate(state, sampler, test, range(len(test["ids"])))
   return shapes_scorer.score(summaries.to_uint8(images[-1]), test["texts"])
 
 
@@ -427,16 +438,42 @@ def _alignment_metric(state, sampler, test) -> float:
   return 1.0 - float(np.mean([v for k, v in scores.items() if k not in ("n", "all")]))
 
 
-def _log_samples(state, iteration, log, sampler, test, vocab) -> None:
-  count = min(SAMPLE_CAPTIONS, len(test["ids"]))
-  images, attention = _generate(state, sampler, test, count)
-  rows = [[summaries.to_uint8(stage[i]) for stage in images] for i in range(count)]
-  log.images(iteration, "samples/stages", summaries.image_grid(rows))
+def _alignment_report(state, iteration, log, sampler, config, mesh) -> None:
+  """Per-attribute alignment of the EMA generator on `test` and `test_heldout`
+  captions, logged as alignment/<split>/<attribute> and printed."""
+  values = {}
+  for split in ("test", "test_heldout"):
+    scores = alignment_scores(state, sampler, _gan_eval_captions(config, mesh, split, 1000))
+    values.update({f"alignment/{split}/{k}": v for k, v in scores.items()})
+  log.scalars(iteration, values)
+  if log.enabled:
+    print("alignment (EMA generator, shapes scorer): "
+          + ", ".join(f"{k.removeprefix('alignment/')} {v:.3f}" for k, v in values.items()),
+          flush=True)
+
+
+def _log_samples(state, iteration, log, sampler, test, vocab, workdir) -> None:
+  """A grid (one caption of each of the first test images per row, every stage
+  across) and the word attention of the first caption, to TensorBoard and as
+  PNGs in <workdir>/samples/ with the captions in a .txt beside them."""
+  indices = list(range(0, len(test["ids"]), test["per_image"]))[:SAMPLE_CAPTIONS]
+  images, attention = _generate(state, sampler, test, indices)
+  rows = [[summaries.to_uint8(stage[i]) for stage in images] for i in range(len(indices))]
+  grid = summaries.image_grid(rows)
+  log.images(iteration, "samples/stages", grid)
+  pictures = {"grid": grid}
   if attention:
-    words = vocab.decode(test["ids"][0]).split()
-    overlay = summaries.attention_overlay(summaries.to_uint8(images[-1][0]),
-                                          attention[-1][0][:len(words)], words)
-    log.images(iteration, "samples/attention", overlay)
+    words = vocab.decode(test["ids"][indices[0]]).split()
+    pictures["attention"] = summaries.attention_overlay(
+        summaries.to_uint8(images[-1][0]), attention[-1][0][:len(words)], words)
+    log.images(iteration, "samples/attention", pictures["attention"])
+  if log.enabled:
+    folder = os.path.join(workdir, "samples")
+    os.makedirs(folder, exist_ok=True)
+    for name, picture in pictures.items():
+      Image.fromarray(picture).save(os.path.join(folder, f"{iteration:07d}_{name}.png"))
+    with open(os.path.join(folder, f"{iteration:07d}_captions.txt"), "w") as f:
+      f.write("\n".join(test["texts"][i] for i in indices) + "\n")
 
 
 def load_phase_state(run: Run, phase: str, init: Callable, key):
