@@ -464,8 +464,10 @@ def _log_samples(state, iteration, log, sampler, test, vocab, workdir) -> None:
   pictures = {"grid": grid}
   if attention:
     words = vocab.decode(test["ids"][indices[0]]).split()
+    last = images[-1].shape[1]
     pictures["attention"] = summaries.attention_overlay(
-        summaries.to_uint8(images[-1][0]), attention[-1][0][:len(words)], words)
+        summaries.to_uint8(images[-1][0]), attention[-1][0][:len(words)], words,
+        cell=max(last, 64))  # room for the words under small images
     log.images(iteration, "samples/attention", pictures["attention"])
   if log.enabled:
     folder = os.path.join(workdir, "samples")
