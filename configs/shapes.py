@@ -1,7 +1,7 @@
 """The embedded `shapes` dataset (../shared/specs/shapes.md): the default
 job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
 images correctly: shape 0.987 on real ones) keep a GAN iteration near 0.2 s,
-so all three phases fit about 17 minutes. Still being tuned for the alignment
+so all three phases fit about 18 minutes. Still being tuned for the alignment
 targets of the [train] issue (see README, "The default job")."""
 
 import ml_collections
@@ -38,6 +38,11 @@ def get_config():
   config.stream.batch_size = 32
   config.stream.num_steps = 400
   config.gan.num_steps = 4_000
+  # Deviation: Adam 4e-4 for G and each D instead of 2e-4. Measured on this
+  # dataset (README, "The default job"): after 1,000 GAN iterations the
+  # alignment metric is 0.64 at 4e-4 against 0.79 at 2e-4 (lower is better).
+  config.optim.g_lr = 4e-4
+  config.optim.d_lr = 4e-4
   # Deviation: 0.99 instead of 0.999; the official horizon of ~1000 G steps
   # would leave a 4000-step run's EMA generator half at its initialisation.
   config.ema_decay = 0.99

@@ -8,7 +8,10 @@ from configs import shapes
 def get_config():
   config = shapes.get_config()
   config.batch_size = 8
-  config.ema_decay = 0.999  # the official value (the shapes default differs)
+  # The official values where the shapes default deviates.
+  config.ema_decay = 0.999
+  config.optim.g_lr = 2e-4
+  config.optim.d_lr = 2e-4
   config.text.words_num = 6
   config.text.embedding_dim = 16
   config.text.hidden_dim = 16
