@@ -307,38 +307,32 @@ def _mean_eval(evaluate, name: str, state, batches) -> float:
   return float(np.mean([float(evaluate(state, b)[name]) for b in batches]))
 
 
-def damsm_init(run: Run, models) -> Callable:
-  pc = phase_config(run.config, "damsm")
-  return _compiled(run, "damsm_init", lambda: parallel.jit_init(
-      lambda k: pretrain_steps.init_damsm_state(models, pc, k), run.mesh))
+# phase -> (init_state, make_step, make_eval, the eval metric's name)
+_PRETRAIN = {
+    "damsm": (pretrain_steps.init_damsm_state, pretrain_steps.make_damsm_step,
+              pretrain_steps.make_damsm_eval, "damsm_loss"),
+    "stream": (pretrain_steps.init_stream_state, pretrain_steps.make_stream_step,
+               pretrain_steps.make_stream_eval, "stream_loss"),
+}
 
 
-def stream_init(run: Run, models) -> Callable:
-  pc = phase_config(run.config, "stream")
-  return _compiled(run, "stream_init", lambda: parallel.jit_init(
-      lambda k: pretrain_steps.init_stream_state(models, pc, k), run.mesh))
+def pretrain_init(run: Run, models, phase: str) -> Callable:
+  """The jitted `key -> state` of a pretraining phase."""
+  pc = phase_config(run.config, phase)
+  init_state = _PRETRAIN[phase][0]
+  return _compiled(run, f"{phase}_init", lambda: parallel.jit_init(
+      lambda k: init_state(models, pc, k), run.mesh))
 
 
-def damsm_segments(run: Run, models) -> list[Segment]:
-  pc = phase_config(run.config, "damsm")
-  step = _compiled(run, "damsm_step", lambda: parallel.jit_train_step(
-      guard_nonfinite(pretrain_steps.make_damsm_step(models, pc)), run.mesh))
-  evaluate = _compiled(run, "damsm_eval",
-                       lambda: jax.jit(pretrain_steps.make_damsm_eval(models, pc)))
-  batches = _eval_batches(run.config, "damsm", run.mesh, run.config.train.eval_batches)
-  return [Segment(0, 0, damsm_init(run, models), step,
-                  evaluate=lambda s: _mean_eval(evaluate, "damsm_loss", s, batches))]
-
-
-def stream_segments(run: Run, models) -> list[Segment]:
-  pc = phase_config(run.config, "stream")
-  step = _compiled(run, "stream_step", lambda: parallel.jit_train_step(
-      guard_nonfinite(pretrain_steps.make_stream_step(models, pc)), run.mesh))
-  evaluate = _compiled(run, "stream_eval",
-                       lambda: jax.jit(pretrain_steps.make_stream_eval(models, pc)))
-  batches = _eval_batches(run.config, "stream", run.mesh, run.config.train.eval_batches)
-  return [Segment(0, 0, stream_init(run, models), step,
-                  evaluate=lambda s: _mean_eval(evaluate, "stream_loss", s, batches))]
+def pretrain_segments(run: Run, models, phase: str) -> list[Segment]:
+  pc = phase_config(run.config, phase)
+  _, make_step, make_eval, metric = _PRETRAIN[phase]
+  step = _compiled(run, f"{phase}_step", lambda: parallel.jit_train_step(
+      guard_nonfinite(make_step(models, pc)), run.mesh))
+  evaluate = _compiled(run, f"{phase}_eval", lambda: jax.jit(make_eval(models, pc)))
+  batches = _eval_batches(run.config, phase, run.mesh, run.config.train.eval_batches)
+  return [Segment(0, 0, pretrain_init(run, models, phase), step,
+                  evaluate=lambda s: _mean_eval(evaluate, metric, s, batches))]
 
 
 def _grow(fresh: gan_state.GANState, old: gan_state.GANState) -> gan_state.GANState:
@@ -530,16 +524,16 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
     for phase in PHASES:
       if phase == "gan":
         break
-      seg_fn = {"damsm": damsm_segments, "stream": stream_segments}[phase]
       if getattr(config, phase).weights or phase not in phases:
         continue
       _, ds = pipeline.from_config(phase_config(config, phase))
-      out[phase] = run_phase(r, phase, seg_fn(r, models), train_data=ds, key=keys[phase])
+      out[phase] = run_phase(r, phase, pretrain_segments(r, models, phase), train_data=ds,
+                             key=keys[phase])
     if "gan" in phases:
-      texts = out.get("damsm") or load_phase_state(r, "damsm", damsm_init(r, models),
-                                                   keys["damsm"])
-      streams = out.get("stream") or load_phase_state(r, "stream", stream_init(r, models),
-                                                      keys["stream"])
+      texts = out.get("damsm") or load_phase_state(
+          r, "damsm", pretrain_init(r, models, "damsm"), keys["damsm"])
+      streams = out.get("stream") or load_phase_state(
+          r, "stream", pretrain_init(r, models, "stream"), keys["stream"])
       if texts is None or streams is None:
         missing = "damsm" if texts is None else "stream"
         raise CheckpointError(f"the gan phase needs the {missing} phase: run it (add it to "

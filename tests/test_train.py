@@ -127,9 +127,9 @@ def test_nonfinite_loss_stops_with_the_terms_or_is_skipped(tmp_path):
     trainer.run(c, str(tmp_path / "stop"))
   c.train.nan_policy = "skip"
   out = trainer.run(c, str(tmp_path / "skip"))
-  init = trainer.damsm_init(
+  init = trainer.pretrain_init(
       trainer.Run(c, "", trainer.parallel.make_mesh(), trainer._StopFlag()),
-      trainer.factory.create_models(c))(jax.random.fold_in(jax.random.key(c.seed), 0))
+      trainer.factory.create_models(c), "damsm")(jax.random.fold_in(jax.random.key(c.seed), 0))
   assert_bitwise_equal(out["damsm"], init)  # every update was dropped
   skipped = [x["skipped"] for x in metric_lines(str(tmp_path / "skip")) if "skipped" in x]
   assert skipped == [1, 2]  # counted since the phase started
@@ -226,7 +226,7 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   c = tiny.get_config()
   c.train.phases = "damsm"
   r = trainer.Run(c, str(tmp_path / "one"), trainer.parallel.make_mesh(), trainer._StopFlag())
-  init = trainer.damsm_init(r, trainer.factory.create_models(c))
+  init = trainer.pretrain_init(r, trainer.factory.create_models(c), "damsm")
   key = jax.random.fold_in(jax.random.key(c.seed), 0)
   one = trainer.load_phase_state(r, "damsm", init, key)
   r.workdir = str(tmp_path / "two")
