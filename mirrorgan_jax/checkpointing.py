@@ -80,15 +80,16 @@ class PhaseCheckpoints:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, abstract_for: Callable[[dict], PyTree],
-              data_iter=None) -> Restored | None:
+              data_iter=None, step: int | None = None) -> Restored | None:
     """The newest checkpoint that restores, or None when there is none.
 
     `abstract_for(meta)` gives the state's structure (ShapeDtypeStructs with
     shardings, e.g. for this run's mesh, which may differ from the saving run's).
-    With `data_iter`, the iterator's state is set from the checkpoint too."""
+    With `data_iter`, the iterator's state is set from the checkpoint too.
+    With `step`, that checkpoint only: damaged is an error, not a fallback."""
     self.manager.reload()
     failures = []
-    for step in reversed(self.steps()):
+    for step in ([step] if step is not None else reversed(self.steps())):
       try:
         meta = self.meta(step)
         items = {"state": ocp.args.StandardRestore(abstract_for(meta)),
@@ -99,7 +100,8 @@ class PhaseCheckpoints:
         if data_iter is not None:
           data_iter.set_state(out["data_iter"])
       except Exception as e:  # damaged, partial, or from another model
-        msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {e})"
+        text = str(e) if len(str(e)) < 600 else str(e)[:600] + " ..."  # Orbax prints whole trees
+        msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {text})"
         logging.error("%s; trying an older one", msg)
         failures.append(msg)
         continue

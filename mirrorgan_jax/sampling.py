@@ -1,31 +1,72 @@
 """Images from captions with a trained generator: the EMA parameters and the
 live BatchNorm running statistics (as the official sampler), conditioning
-augmentation still sampling its noise (official; reference section 15.14)."""
+augmentation still sampling its noise (official; reference section 15.14).
+
+Each caption gets its own key, so an image depends only on (its caption, its
+key): not on the batch it was drawn in, the batch size or the device count.
+The training program, `generate` and `evaluate` all sample through here.
+"""
 
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mirrorgan_jax import parallel
 from mirrorgan_jax.factory import Models
 from mirrorgan_jax.gan_step import encode_text
 from mirrorgan_jax.gan_state import GANState
 from mirrorgan_jax.models.text_encoder import padding_mask
 
 
+def sampling_params(state: GANState) -> dict:
+  """What sampling needs of a training state (no optimizer, no discriminators)."""
+  return {"text_encoder": state.text_encoder, "g_ema": state.g_ema,
+          "batch_stats": state.g.batch_stats}
+
+
+def example_keys(seed_key: jax.Array, indices, samples=0) -> jax.Array:
+  """One key per row: fold_in(fold_in(seed_key, caption index), sample index)."""
+  indices = jnp.asarray(indices, jnp.uint32)
+  samples = jnp.broadcast_to(jnp.asarray(samples, jnp.uint32), indices.shape)
+  return jax.vmap(lambda i, k: jax.random.fold_in(jax.random.fold_in(seed_key, i), k))(
+      indices, samples)
+
+
 def make_sampler(models: Models, config) -> Callable:
-  """`sample(state, captions, lengths, key) -> (images, attention)`: images a
-  tuple with one float32 (B, S, S, 3) array in [-1, 1] per stage, attention a
-  tuple with one (B, T, S, S) word-attention map per refinement stage."""
+  """`sample(params, captions, lengths, keys) -> (images, attention)` with
+  `params` from `sampling_params` and one key per caption: images a tuple with
+  one float32 (B, S, S, 3) array in [-1, 1] per stage, attention a tuple with
+  one (B, T, S, S) word-attention map per refinement stage."""
   z_dim = config.model.z_dim
 
-  def sample(state: GANState, captions, lengths, key):
+  def one(params, captions, lengths, key):
     z_key, noise_key = jax.random.split(key)
-    words, sentence = encode_text(models, state.text_encoder, captions, lengths)
-    z = jax.random.normal(z_key, (captions.shape[0], z_dim))
+    captions, lengths = captions[None], lengths[None]
+    words, sentence = encode_text(models, params["text_encoder"], captions, lengths)
+    z = jax.random.normal(z_key, (1, z_dim))
     images, attention, _, _ = models.generator.apply(
-        {"params": state.g_ema, "batch_stats": state.g.batch_stats}, z, sentence, words,
-        padding_mask(lengths, captions.shape[1]), train=False, rngs={"noise": noise_key})
-    return tuple(jnp.asarray(x, jnp.float32) for x in images), attention
+        {"params": params["g_ema"], "batch_stats": params["batch_stats"]}, z, sentence,
+        words, padding_mask(lengths, captions.shape[1]), train=False,
+        rngs={"noise": noise_key})
+    return (tuple(jnp.asarray(x[0], jnp.float32) for x in images),
+            tuple(a[0] for a in attention))
+
+  def sample(params, captions, lengths, keys):
+    return jax.vmap(one, in_axes=(None, 0, 0, 0))(params, captions, lengths, keys)
 
   return sample
+
+
+def batched(fn: Callable, params, mesh, batch_size: int, ids, lens, keys):
+  """Runs `fn(params, ids, lens, keys)` over rows in batches of `batch_size`
+  (a multiple of the mesh size; the last batch padded), the batch sharded
+  over the mesh of this process's devices; yields each batch's outputs as
+  numpy arrays with the padding removed, in order."""
+  sharding = parallel.data_sharded(mesh)
+  for start in range(0, len(ids), batch_size):
+    n = min(batch_size, len(ids) - start)
+    take = np.minimum(np.arange(start, start + batch_size), start + n - 1)  # pad: repeat the last row
+    out = fn(params, *jax.device_put((ids[take], lens[take], keys[take]), sharding))
+    yield jax.tree.map(lambda x: np.asarray(x)[:n], out)

@@ -131,13 +131,14 @@ def write_run_info(workdir: str, config_json: str, enabled: bool) -> None:
                "devices": devices})
 
 
-def to_uint8(images) -> np.ndarray:
+def to_uint8(images, xp=np) -> np.ndarray:
   """Model range [-1, 1] -> uint8: round((x + 1) * 127.5) clipped to [0, 255].
   numpy rounds halves to even, so 0 -> round(127.5) = 128 (and -1 -> 0,
-  1 -> 255). NaN (a diverged generator) becomes 0 rather than garbage."""
-  x = (np.asarray(images, np.float32) + 1.0) * 127.5
-  x = np.nan_to_num(np.round(x), nan=0.0, posinf=255.0, neginf=0.0)
-  return np.clip(x, 0, 255).astype(np.uint8)
+  1 -> 255). NaN (a diverged generator) becomes 0 rather than garbage.
+  `xp=jax.numpy` does the same inside jit (jnp.round also rounds to even)."""
+  x = (xp.asarray(images, xp.float32) + 1.0) * 127.5
+  x = xp.nan_to_num(xp.round(x), nan=0.0, posinf=255.0, neginf=0.0)
+  return xp.clip(x, 0, 255).astype(xp.uint8)
 
 
 def _resize(image: np.ndarray, h: int, w: int, resample) -> np.ndarray:

@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 
 from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
-from mirrorgan_jax import pretrain_steps
+from mirrorgan_jax import pretrain_steps, trained
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
 from mirrorgan_jax.data import pipeline, shapes_scorer
-from mirrorgan_jax.sampling import make_sampler
+from mirrorgan_jax.sampling import example_keys, make_sampler, sampling_params
 
 PHASES = ("damsm", "stream", "gan")
 SAMPLE_CAPTIONS = 8  # rows of the sample grid
@@ -350,6 +350,13 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
   source_vocab.check_size(rows, "the DAMSM text encoder")
   text_params, stream_vars = _replicated_copy(mesh, (text_params, stream_vars))
   test = _gan_eval_captions(config, mesh)
+  metric = config.eval.train_metric
+  if metric == "auto":
+    metric = "alignment" if config.dataset == "shapes" else "fid"
+  fid_metric = None
+  if metric == "fid":
+    from mirrorgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+    fid_metric = evaluate.TrainingFid(config, run.workdir, run.is_main)
   segments = []
   for start, n in stage_schedule(config):
     cn = ml_collections.ConfigDict(config.to_dict())
@@ -373,8 +380,9 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
         guard_nonfinite(gan_step.make_train_step(m, c)), mesh))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,
-        evaluate=(lambda s, sampler=sampler: _alignment_metric(s, sampler, test))
-        if config.dataset == "shapes" else None,
+        evaluate={"alignment": lambda s, sampler=sampler: _alignment_metric(s, sampler, test),
+                  "fid": lambda s, sampler=sampler: fid_metric(sampler, sampling_params(s)),
+                  "none": None}[metric],
         samples=lambda s, it, log, sampler=sampler: _log_samples(
             s, it, log, sampler, test, source_vocab, run.workdir),
         report=(lambda s, it, log, sampler=sampler: _alignment_report(
@@ -411,8 +419,11 @@ def _generate(state, sampler, test, indices):
     pad = b - len(ids)
     ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
     lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
+    rows = indices[i:i + b]
+    rows = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)])
     batch = parallel.global_batch(mesh, {"ids": ids, "lens": lens})
-    imgs, att = sampler(state, batch["ids"], batch["lens"], jax.random.key(i))
+    imgs, att = sampler(sampling_params(state), batch["ids"], batch["lens"],
+                        example_keys(jax.random.key(0), rows))
     images.append([np.asarray(x)[:b - pad] for x in imgs])
     attention.append([np.asarray(a)[:b - pad] for a in att])
   stages = len(images[0])
@@ -539,6 +550,8 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
         raise CheckpointError(f"the gan phase needs the {missing} phase: run it (add it to "
                               f"config.train.phases) or set config.{missing}.weights")
       source, ds = pipeline.from_config(phase_config(config, "gan"))
+      if is_main:  # generate and evaluate read it: no dataset needed to sample
+        trained.save_vocabulary(workdir, source.vocab)
       stream_vars = {"params": streams.net.params, "batch_stats": streams.net.batch_stats}
       out["gan"] = run_phase(r, "gan", gan_segments(r, texts.text.params, stream_vars,
                                                     source.vocab),

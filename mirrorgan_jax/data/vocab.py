@@ -175,24 +175,26 @@ def encode_caption(ids: Sequence[int], words_num: int,
   return out, len(ids)
 
 
-def encode_texts(vocab: Vocabulary, texts: Sequence[str],
-                 words_num: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(vocab: Vocabulary, texts: Sequence[str], words_num: int,
+                 names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """User sentences to (ids (N, words_num), lengths (N,)) for sampling.
 
   Unknown words are dropped with a warning naming them; words beyond
   `words_num` are cut with a warning; a sentence with no known word is an
-  error that quotes it."""
+  error that quotes it. `names[n]` says where caption n came from (default
+  "caption n"), e.g. "captions.txt:4"."""
   ids = np.zeros((len(texts), words_num), np.int32)
   lens = np.zeros(len(texts), np.int32)
   for n, text in enumerate(texts):
+    where = names[n] if names is not None else f"caption {n}"
     known, unknown = vocab.encode(tokenize(text))
     if unknown:
-      warnings.warn(f"caption {n} {text!r}: unknown words dropped: "
+      warnings.warn(f"{where} {text!r}: unknown words dropped: "
                     f"{', '.join(sorted(set(unknown)))}", stacklevel=2)
     if not known:
-      raise ValueError(f"caption {n} {text!r} has no word of the vocabulary")
+      raise ValueError(f"{where} {text!r} has no word of the vocabulary")
     if len(known) > words_num:
-      warnings.warn(f"caption {n} {text!r}: {len(known)} known words, only the "
+      warnings.warn(f"{where} {text!r}: {len(known)} known words, only the "
                     f"first {words_num} are used", stacklevel=2)
     ids[n], lens[n] = encode_caption(known, words_num)
   return ids, lens
