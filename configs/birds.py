@@ -30,6 +30,8 @@ def get_config():
   config.model.condition_dim = 100
   config.model.num_stages = 3  # TREE.BRANCH_NUM: 64, 128, 256 px
   config.model.base_size = 64  # TREE.BASE_SIZE
+  # Official: the sentence code enters conditioning augmentation as it is.
+  config.model.ca_normalize_input = False
 
   # STREAM captioner.
   config.stream = ml_collections.ConfigDict()
@@ -110,4 +112,16 @@ def get_config():
   config.data.check_images = True  # decode every image while validating the folder
   config.data.workers = 4  # WORKERS in train_bird.yml; 0 = in the main process
   config.data.prefetch = 2  # batches prepared ahead (per worker)
+
+  # Evaluation (mirrorgan_jax/evaluate.py; the official code ships none).
+  config.eval = ml_collections.ConfigDict()
+  # Our .npz of pytorch-fid's Inception (python -m mirrorgan_jax.convert_inception);
+  # empty: random weights, and every IS/FID figure says UNCALIBRATED.
+  config.eval.inception_weights = ""
+  config.eval.inception_image_size = 299  # pytorch-fid resizes to 299
+  config.eval.fid_stats = ""  # real test statistics (.npz, mu/sigma); empty: computed, cached
+  # What ranks checkpoints as "best" during gan training: "auto" is the shapes
+  # alignment scorer for shapes and FID for photographs; or alignment, fid, none.
+  config.eval.train_metric = "auto"
+  config.eval.train_fid_images = 2_048  # the FID subset during training (not the 30k protocol)
   return config

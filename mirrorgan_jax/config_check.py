@@ -64,6 +64,7 @@ def check_config(config) -> None:
   r("text.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
   for f in ("ngf", "ndf", "z_dim", "condition_dim", "num_stages"):
     r(f"model.{f}", _positive_int, "a positive integer")
+  r("model.ca_normalize_input", lambda v: isinstance(v, bool), "True or False")
   r("model.r_num", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
   r("model.base_size", lambda v: _power_of_two(v) and v >= 8,
     "a power of two >= 8")
@@ -101,6 +102,14 @@ def check_config(config) -> None:
     r(f"train.{f}", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)")
   r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
   r("train.distributed", lambda v: v in ("auto", "yes", "no"), "'auto', 'yes' or 'no'")
+  r("eval.inception_weights", lambda v: isinstance(v, str), "a .npz path or ''")
+  r("eval.fid_stats", lambda v: isinstance(v, str), "a .npz path or ''")
+  r("eval.inception_image_size", lambda v: _is_int(v) and v >= 75,
+    "an integer >= 75 (Inception-v3's smallest input; 299 for comparable FID)")
+  r("eval.train_fid_images", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+  r("eval.train_metric", lambda v: v in ("auto", "alignment", "fid", "none")
+    and not (v == "alignment" and config.dataset != "shapes"),
+    "'auto', 'fid', 'none', or 'alignment' (shapes only)")
   r("train.phases", lambda v: isinstance(v, str) and v and all(
       p.strip() in ("damsm", "stream", "gan") for p in v.split(",")),
     "a comma-separated subset of damsm,stream,gan")

@@ -30,12 +30,15 @@ class ConditioningAugmentation(nn.Module):
   reparameterised sample with noise from the 'noise' RNG stream (also at
   sampling time, as the official code)."""
   condition_dim: int = 100
+  normalize_input: bool = False  # deviation when True: see configs/shapes.py
 
   @nn.compact
   def __call__(self, sentence):
     # Kept in float32 in every precision: exp(logvar) is sensitive.
-    x = nn.Dense(4 * self.condition_dim, kernel_init=orthogonal,
-                 name="fc")(sentence.astype(jnp.float32))
+    sentence = sentence.astype(jnp.float32)
+    if self.normalize_input:  # unit RMS per example: DAMSM's cosine loss leaves the scale free
+      sentence = sentence * jax.lax.rsqrt(jnp.mean(sentence**2, -1, keepdims=True) + 1e-8)
+    x = nn.Dense(4 * self.condition_dim, kernel_init=orthogonal, name="fc")(sentence)
     x = glu(x)
     mu, logvar = x[:, :self.condition_dim], x[:, self.condition_dim:]
     eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
@@ -101,10 +104,12 @@ class Generator(nn.Module):
   num_stages: int = 3
   base_size: int = 64
   dtype: Dtype = jnp.float32
+  ca_normalize_input: bool = False
 
   @nn.compact
   def __call__(self, z, sentence, words, mask, train: bool = True):
-    c, mu, logvar = ConditioningAugmentation(self.condition_dim, name="ca_net")(sentence)
+    c, mu, logvar = ConditioningAugmentation(self.condition_dim, self.ca_normalize_input,
+                                             name="ca_net")(sentence)
     words = words.astype(self.dtype)
     h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
     images = [ImageHead(self.dtype, name="img_net1")(h)]

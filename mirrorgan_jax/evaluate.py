@@ -1,0 +1,341 @@
+"""How good is a trained model: IS, FID, R-precision and (shapes) alignment.
+
+    python -m mirrorgan_jax.evaluate --workdir W --metrics is,fid,rprecision,alignment \\
+        [--num-images 30000] [--seed 0] [--inception-weights F.npz] [--fid-stats F.npz]
+
+writes `<workdir>/eval/<step>.json` and prints a table. The protocol is the
+community one of reference section 10: images for test captions (image i mod
+|test|, one caption drawn per image and pass, seeded), the EMA generator's last
+stage; IS over 10 splits; FID of 2048-d pool features against the real test
+images' statistics (computed once and cached in `<workdir>/eval/`, or read
+from pytorch-fid's .npz); R-precision with the run's DAMSM encoders, the true
+caption against 99 of other classes. Without Inception weights, IS and FID
+run on random weights and say UNCALIBRATED on every line.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mirrorgan_jax import factory, parallel, summaries, trained
+from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.data import image_ops, shapes_scorer, sources
+from mirrorgan_jax.data.vocab import encode_caption
+from mirrorgan_jax.generate import TextToImage
+from mirrorgan_jax.metrics import fid, inception_net, inception_score, r_precision
+from mirrorgan_jax.sampling import batched, example_keys
+
+METRICS = ("is", "fid", "rprecision", "alignment")
+ALIGNMENT_SPLITS = ("test", "test_heldout")
+ALIGNMENT_CAPTIONS = 1000  # per split, the first ones (as the training report)
+
+
+@dataclasses.dataclass(frozen=True)
+class Captions:
+  """Encoded captions of a split and where each came from."""
+  ids: np.ndarray  # (N, T) int32
+  lens: np.ndarray  # (N,)
+  images: np.ndarray  # (N,) image index in the split
+  caption_index: np.ndarray  # (N,) which caption of that image
+  texts: list
+
+
+def _encode(source, pairs, words_num) -> Captions:
+  ids, lens, texts = [], [], []
+  for index, k in pairs:
+    c, n = encode_caption(source.caption_ids(index)[k], words_num)
+    ids.append(c)
+    lens.append(n)
+    texts.append(source.captions(index)[k])
+  return Captions(np.stack(ids), np.asarray(lens, np.int32),
+                  np.asarray([i for i, _ in pairs]), np.asarray([k for _, k in pairs]), texts)
+
+
+def protocol_captions(source, num_images: int, seed: int, words_num: int) -> Captions:
+  """Image n % |split| with one caption drawn uniformly per image and pass."""
+  rng = np.random.default_rng([seed, 1])
+  per = source.captions_per_image
+  pairs = [(n % len(source), int(rng.integers(per))) for n in range(num_images)]
+  return _encode(source, pairs, words_num)
+
+
+def first_captions(source, count: int, words_num: int) -> Captions:
+  """The first `count` captions, image-major (the training report's order)."""
+  per = source.captions_per_image
+  count = min(count, len(source) * per)
+  return _encode(source, [divmod(n, per) for n in range(count)], words_num)
+
+
+def real_images(source, config):
+  """The split's images at the last stage size, once each, uint8, in order."""
+  sizes = stage_sizes(config)
+  for index in range(len(source)):
+    ex = source.example(index)
+    if source.photographs:
+      yield image_ops.official_stages(ex.image, ex.bbox, sizes, None)[-1]
+    else:
+      yield image_ops.stage_images(ex.image, sizes)[-1]
+
+
+def _chunks(iterable, size):
+  chunk = []
+  for x in iterable:
+    chunk.append(x)
+    if len(chunk) == size:
+      yield np.stack(chunk)
+      chunk = []
+  if chunk:
+    yield np.stack(chunk)
+
+
+def real_statistics(net, source, config, cache_dir: str | None, batch: int = 50):
+  """(mu, sigma, path) of the real images' pool features, cached by
+  dataset, split, size and Inception weights."""
+  tag = "random" if not net.calibrated else net.label.rsplit("sha256 ", 1)[-1].rstrip(")")
+  name = (f"fid_stats_{config.dataset}_{source.split}_{len(source)}_"
+          f"{stage_sizes(config)[-1]}px_{net.image_size}_{tag}.npz")
+  path = os.path.join(cache_dir, name) if cache_dir else None
+  if path and os.path.exists(path):
+    mu, sigma = fid.load_statistics(path)
+    return mu, sigma, path
+  feats = np.concatenate([net(chunk, batch)[0] for chunk in _chunks(real_images(source, config),
+                                                                    batch)])
+  mu, sigma = fid.statistics(feats)
+  if path:
+    fid.save_statistics(path, mu, sigma, count=len(feats))
+  return mu, sigma, path
+
+
+class _DamsmCodes:
+  """The run's DAMSM encoders: sentence codes of captions, global codes of images."""
+
+  def __init__(self, location, t2i: TextToImage):
+    damsm_path = location
+    try:
+      restored = trained.restore(location, "damsm", mesh=t2i.mesh)
+    except FileNotFoundError:
+      damsm_path = t2i.config.damsm.weights
+      if not damsm_path:
+        raise FileNotFoundError(
+            f"R-precision needs the DAMSM encoders: no checkpoints/damsm under {location} "
+            f"and config.damsm.weights is empty") from None
+      restored = trained.restore(damsm_path, "damsm", mesh=t2i.mesh)
+    models = factory.create_models(t2i.config)
+    state = restored.state
+    self.path = restored.path
+    self._text = jax.jit(lambda ids, lens: models.text_encoder.apply(
+        {"params": state.text.params}, ids, lens)[1])
+    self._image = jax.jit(lambda images: models.image_encoder.apply(
+        {"params": state.image.params, "batch_stats": state.image.batch_stats},
+        images.astype(jnp.float32) / 127.5 - 1.0, train=False)[1])
+
+  def sentences(self, ids, lens, batch: int = 256) -> np.ndarray:
+    return np.concatenate([np.asarray(self._text(ids[i:i + batch], lens[i:i + batch]))
+                           for i in range(0, len(ids), batch)])
+
+  def images(self, images) -> np.ndarray:
+    return np.asarray(self._image(images))
+
+
+def alignment(t2i: TextToImage, config, seed: int) -> dict:
+  """Per-attribute accuracy of the shapes scorer on the first 1000 captions of
+  `test` and `test_heldout`."""
+  out = {}
+  for split in ALIGNMENT_SPLITS:
+    source = sources.make_source(config, split, stage_sizes(config)[-1])
+    caps = first_captions(source, ALIGNMENT_CAPTIONS, config.text.words_num)
+    keys = example_keys(jax.random.key(seed), np.arange(len(caps.ids)))
+    images = np.concatenate(list(t2i.last_stage_images(caps.ids, caps.lens, keys)))
+    out[split] = shapes_scorer.score(images, caps.texts)
+  return out
+
+
+class TrainingFid:
+  """FID of the EMA generator on `config.eval.train_fid_images` test captions
+  (seed 0), for ranking checkpoints during training. Every process computes
+  the same figure on its own devices (the state is replicated); only process
+  0 writes the real statistics' cache."""
+
+  def __init__(self, config, workdir: str, is_main: bool):
+    ev = config.eval
+    self.mesh = parallel.make_mesh(jax.local_devices())
+    self.net = inception_net.load(ev.inception_weights, image_size=ev.inception_image_size,
+                                  mesh=self.mesh)
+    self.source = sources.make_source(config, "test", stage_sizes(config)[-1])
+    self.caps = protocol_captions(self.source, ev.train_fid_images, 0, config.text.words_num)
+    self.keys = example_keys(jax.random.key(0), np.arange(ev.train_fid_images))
+    self.batch = -(-config.batch_size // self.mesh.size) * self.mesh.size
+    self.config, self.cache = config, os.path.join(workdir, "eval") if is_main else None
+    self.real, self._images = None, {}
+
+  def __call__(self, sampler, params) -> float:
+    if self.real is None:
+      if self.config.eval.fid_stats:
+        self.real = fid.load_statistics(self.config.eval.fid_stats)
+      else:
+        self.real = real_statistics(self.net, self.source, self.config, self.cache)[:2]
+    local = jax.tree.map(lambda x: x.addressable_data(0), params)  # one replica, this host
+    if sampler not in self._images:  # one compiled program per stage count
+      self._images[sampler] = jax.jit(lambda *a: summaries.to_uint8(sampler(*a)[0][-1], jnp))
+    images = self._images[sampler]
+    feats = np.concatenate([
+        self.net(chunk)[0] for chunk in batched(images, jax.device_put(
+            local, parallel.replicated(self.mesh)), self.mesh, self.batch, self.caps.ids,
+            self.caps.lens, self.keys)])
+    return fid.frechet_distance(*fid.statistics(feats), *self.real)
+
+
+def evaluate(location: str, metrics=METRICS, *, num_images: int = 30_000, seed: int = 0,
+             checkpoint: str = "latest", inception_weights: str | None = None,
+             fid_stats: str | None = None, data_dir: str | None = None,
+             batch_size: int | None = None) -> dict:
+  """Computes `metrics` for the model at `location`; returns the report dict
+  (also written to <workdir>/eval/<step>.json when there is a workdir)."""
+  metrics = tuple(metrics)
+  unknown = sorted(set(metrics) - set(METRICS))
+  if unknown or not metrics:
+    raise ValueError(f"--metrics: unknown {unknown}; choose from {','.join(METRICS)}")
+  if num_images < 10 and {"is", "fid", "rprecision"} & set(metrics):
+    raise ValueError(f"--num-images={num_images}: IS and R-precision use 10 splits; "
+                     f"give at least 10 (the protocol uses 30000)")
+  t2i = TextToImage(location, checkpoint=checkpoint, batch_size=batch_size)
+  config = t2i.config
+  if data_dir:
+    config.data.data_dir = data_dir
+  ev = config.get("eval", {})
+  weights = inception_weights if inception_weights is not None else ev.get("inception_weights", "")
+  report = {"checkpoint": t2i.path, "step": t2i.step, "seed": seed, "dataset": config.dataset,
+            "metrics": {}}
+  eval_dir = None
+  workdir = trained.locate(location, "gan").workdir
+  if workdir:
+    eval_dir = os.path.join(workdir, "eval")
+  started = time.time()
+  if "alignment" in metrics:
+    if config.dataset != "shapes":
+      raise ValueError("alignment is the shapes scorer: only for config.dataset = shapes")
+    report["metrics"]["alignment"] = alignment(t2i, config, seed)
+  needs_images = [m for m in ("is", "fid", "rprecision") if m in metrics]
+  if needs_images:
+    source = sources.make_source(config, "test", stage_sizes(config)[-1])
+    caps = protocol_captions(source, num_images, seed, config.text.words_num)
+    net = (inception_net.load(weights, image_size=ev.get("inception_image_size", 299),
+                              mesh=t2i.mesh)
+           if {"is", "fid"} & set(metrics) else None)
+    damsm = _DamsmCodes(location, t2i) if "rprecision" in metrics else None
+    pools, logits, codes = [], [], []
+    keys = example_keys(jax.random.key(seed), np.arange(num_images))
+    for images in t2i.last_stage_images(caps.ids, caps.lens, keys):
+      if net is not None:
+        p, lg = net(images)
+        pools.append(p)
+        logits.append(lg)
+      if damsm is not None:
+        codes.append(damsm.images(images))
+    if "is" in metrics:
+      logits = np.concatenate(logits)
+      if logits.shape[1] == 0:
+        raise ValueError("IS needs class logits: these Inception weights have no fc layer")
+      mean, std = inception_score.inception_score(logits)
+      report["metrics"]["is"] = {"mean": mean, "std": std, "splits": 10,
+                                 "images": num_images, "network": net.label}
+    if "fid" in metrics:
+      if fid_stats:
+        mu_r, sigma_r = fid.load_statistics(fid_stats)
+        stats_path = os.path.abspath(fid_stats)
+      else:
+        mu_r, sigma_r, stats_path = real_statistics(net, source, config, eval_dir)
+      mu_g, sigma_g = fid.statistics(np.concatenate(pools))
+      report["metrics"]["fid"] = {
+          "value": fid.frechet_distance(mu_g, sigma_g, mu_r, sigma_r), "images": num_images,
+          "real_statistics": stats_path or f"{config.dataset} test split (not cached)",
+          "network": net.label}
+    if damsm is not None:
+      report["metrics"]["rprecision"] = _r_precision(damsm, source, caps, np.concatenate(codes),
+                                                     seed, config.text.words_num)
+  report["seconds"] = round(time.time() - started, 1)
+  if eval_dir and jax.process_index() == 0:
+    os.makedirs(eval_dir, exist_ok=True)
+    path = os.path.join(eval_dir, f"{t2i.step}.json")
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=2)
+      f.write("\n")
+    report["path"] = path
+  return report
+
+
+def _r_precision(damsm, source, caps: Captions, image_codes, seed: int, words_num: int) -> dict:
+  per = source.captions_per_image
+  everything = first_captions(source, len(source) * per, words_num)  # row = index * per + k
+  sentence = damsm.sentences(everything.ids, everything.lens)
+  classes = np.repeat([source.class_id(i) for i in range(len(source))], per)
+  rng = np.random.default_rng([seed, 2])
+  true_rows = caps.images * per + caps.caption_index
+  negatives = r_precision.draw_negatives(classes, true_rows, rng)
+  candidates = sentence[np.concatenate([true_rows[:, None], negatives], axis=1)]
+  hits = r_precision.cosine_hits(image_codes, candidates)
+  mean, std = r_precision.r_precision(hits, rng)
+  return {"mean": mean, "std": std, "folds": 10, "candidates": r_precision.CANDIDATES,
+          "images": len(hits), "encoders": damsm.path}
+
+
+def format_table(report: dict) -> str:
+  lines = [f"checkpoint {report['checkpoint']} (step {report['step']}), seed {report['seed']}"]
+  m = report["metrics"]
+  flag = lambda r: "" if "UNCALIBRATED" not in r["network"] else f"  {inception_net.UNCALIBRATED}"  # noqa: E731
+  if "is" in m:
+    lines.append(f"IS           {m['is']['mean']:.3f} ± {m['is']['std']:.3f}  "
+                 f"({m['is']['images']} images, 10 splits){flag(m['is'])}")
+  if "fid" in m:
+    lines.append(f"FID          {m['fid']['value']:.3f}  ({m['fid']['images']} images)"
+                 f"{flag(m['fid'])}")
+  if "rprecision" in m:
+    r = m["rprecision"]
+    lines.append(f"R-precision  {r['mean']:.2f} ± {r['std']:.2f}  "
+                 f"({r['images']} images, 1 true + 99 other-class captions, 10 folds)")
+  if "alignment" in m:
+    for split, scores in m["alignment"].items():
+      lines.append(f"alignment {split:12s} " + "  ".join(
+          f"{k} {v:.3f}" for k, v in scores.items() if k != "n") + f"  ({scores['n']} captions)")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m mirrorgan_jax.evaluate",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True,
+                      help="a training workdir, its checkpoints/gan folder, or one checkpoint")
+  parser.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+  parser.add_argument("--metrics", default="is,fid,rprecision",
+                      help=f"comma-separated, from {','.join(METRICS)}")
+  parser.add_argument("--num-images", type=int, default=30_000)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--inception-weights", default=None,
+                      help="our .npz (see convert_inception); default config.eval.inception_weights")
+  parser.add_argument("--fid-stats", default=None, help="real statistics .npz (mu, sigma)")
+  parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
+  parser.add_argument("--batch-size", type=int, default=None)
+  args = parser.parse_args(argv)
+  try:
+    report = evaluate(args.workdir, [m.strip() for m in args.metrics.split(",") if m.strip()],
+                      num_images=args.num_images, seed=args.seed, checkpoint=args.checkpoint,
+                      inception_weights=args.inception_weights, fid_stats=args.fid_stats,
+                      data_dir=args.data_dir, batch_size=args.batch_size)
+  except (ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(format_table(report))
+  if "path" in report:
+    print(f"written to {report['path']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,152 @@
+"""Sampling and evaluation on a tiny trained workdir: the Python API, the two
+command lines, determinism, caption errors, and FID ranking checkpoints
+during training."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import tiny
+from mirrorgan_jax import evaluate, generate, trainer
+from mirrorgan_jax.metrics import inception_net
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("trained"))
+  trainer.run(tiny.get_config(), wd)
+  return wd
+
+
+@pytest.fixture(scope="module")
+def model(workdir):
+  return generate.TextToImage(workdir)
+
+
+def test_sample_is_deterministic_per_seed_and_independent_of_batching(workdir, model):
+  texts = ["a big red circle on the left", "a small blue square at the top",
+           "a green disk to the left of a white box"]
+  a = model.sample(texts, seed=3)
+  assert a.shape == (3, 32, 32, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(model.sample(texts, seed=3), a)
+  assert not np.array_equal(model.sample(texts, seed=4), a)
+  one = generate.TextToImage(workdir, devices=jax.devices()[:1], batch_size=1)
+  b = one.sample(texts, seed=3)
+  assert np.abs(a.astype(int) - b).max() <= 1  # same keys; only float reassociation differs
+  assert model.step == 2 and model.path.endswith(os.path.join("checkpoints", "gan", "2"))
+
+
+def test_generate_returns_stages_attention_and_words(model):
+  out = model.generate(["a big red circle on the left"], seed=0, samples=2)
+  assert [s.shape for s in out.images] == [(1, 2, 16, 16, 3), (1, 2, 32, 32, 3)]
+  # words_num is 6 in the tiny config: the first six known words are used.
+  assert out.words == [["a", "big", "red", "circle", "on", "the"]]
+  assert out.attention[0].shape == (1, 2, 6, 16, 16)  # at the refined stage's input size
+  assert not np.array_equal(out.images[-1][0, 0], out.images[-1][0, 1])
+
+
+def test_unknown_words_warn_and_empty_captions_fail(model):
+  with pytest.warns(UserWarning, match=r"unknown words dropped: purple-ish, zebra"):
+    model.sample(["a zebra purple-ish circle"], seed=0)
+  with pytest.raises(ValueError, match=r"caption 1 'zebras galore' has no word of the vocabulary"):
+    model.sample(["a circle", "zebras galore"])
+  with pytest.raises(ValueError, match="no captions"):
+    model.sample([])
+
+
+def test_generate_cli_writes_pngs_deterministically(workdir, tmp_path, capsys):
+  captions = tmp_path / "captions.txt"
+  captions.write_text("a big red circle on the left\na small zebra box\n\n")
+  args = ["--workdir", workdir, "--captions", str(captions), "--seed", "7"]
+  assert generate.main(args + ["--out", str(tmp_path / "a")]) == 0
+  assert "warning: " in capsys.readouterr().err  # 'zebra' named on stderr
+  assert sorted(os.listdir(tmp_path / "a")) == ["000000.png", "000001.png", "captions.txt",
+                                                "generate.json"]
+  assert Image.open(tmp_path / "a" / "000000.png").size == (32, 32)
+  assert generate.main(args + ["--out", str(tmp_path / "b"), "--samples", "2", "--all-stages",
+                               "--attention"]) == 0
+  names = set(os.listdir(tmp_path / "b"))
+  for stem in ("000000_0", "000000_1", "000001_0", "000001_1"):
+    assert {f"{stem}.png", f"{stem}_stage0.png", f"{stem}_stage1.png",
+            f"{stem}_attention_stage1.png"} <= names
+  assert generate.main(args + ["--out", str(tmp_path / "c")]) == 0
+  for name in ("000000.png", "000001.png"):
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+  # One sample of caption 0 is the same image whatever else was asked for.
+  assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / "000000.png")),
+                        np.asarray(Image.open(tmp_path / "b" / "000000_0.png")))
+
+
+def test_generate_cli_names_the_bad_line(workdir, tmp_path, capsys):
+  bad = tmp_path / "bad.txt"
+  bad.write_text("a red circle\n\na blue box\n")
+  assert generate.main(["--workdir", workdir, "--captions", str(bad), "--out",
+                        str(tmp_path / "o")]) == 2
+  assert f"{bad}:2: empty caption" in capsys.readouterr().err
+  bad.write_text("a red circle\nzebra\n")
+  assert generate.main(["--workdir", workdir, "--captions", str(bad), "--out",
+                        str(tmp_path / "o")]) == 2
+  assert f"{bad}:2 'zebra' has no word of the vocabulary" in capsys.readouterr().err
+
+
+def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
+  args = ["--workdir", workdir, "--metrics", "is,fid,rprecision,alignment",
+          "--num-images", "20", "--seed", "1"]
+  assert evaluate.main(args) == 0
+  out = capsys.readouterr().out
+  for line in out.splitlines():
+    if line.startswith(("IS", "FID")):
+      assert inception_net.UNCALIBRATED in line
+  path = os.path.join(workdir, "eval", "2.json")
+  with open(path) as f:
+    first = json.load(f)
+  m = first["metrics"]
+  assert set(m) == {"is", "fid", "rprecision", "alignment"}
+  assert m["is"]["mean"] >= 1.0 and np.isfinite(m["fid"]["value"])
+  assert 0.0 <= m["rprecision"]["mean"] <= 100.0 and m["rprecision"]["candidates"] == 100
+  assert set(m["alignment"]) == {"test", "test_heldout"}
+  assert os.path.exists(m["fid"]["real_statistics"])  # cached for the next run
+  assert evaluate.main(args) == 0
+  with open(path) as f:
+    second = json.load(f)
+  for k in ("is", "fid", "rprecision", "alignment"):
+    assert second["metrics"][k] == first["metrics"][k], k
+
+
+def test_evaluate_alignment_matches_the_training_report(workdir):
+  report = evaluate.evaluate(workdir, ["alignment"], seed=0)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    logged = [json.loads(line) for line in f]
+  final = [line for line in logged if "alignment/test/color" in line][-1]
+  for split in ("test", "test_heldout"):
+    for attr, value in report["metrics"]["alignment"][split].items():
+      assert final[f"alignment/{split}/{attr}"] == pytest.approx(value), (split, attr)
+
+
+def test_evaluate_refuses_bad_requests(workdir):
+  with pytest.raises(ValueError, match=r"unknown \['bleu'\]"):
+    evaluate.evaluate(workdir, ["is", "bleu"])
+  with pytest.raises(ValueError, match="at least 10"):
+    evaluate.evaluate(workdir, ["fid"], num_images=5)
+  with pytest.raises(FileNotFoundError, match="no such workdir"):
+    evaluate.evaluate(workdir + "-absent", ["fid"])
+
+
+def test_fid_ranks_checkpoints_during_training(workdir, tmp_path):
+  """The gan phase alone, its pretrained encoders taken from `workdir`, with
+  FID (random Inception, 16 images) as the checkpoint metric."""
+  c = tiny.get_config()
+  c.train.phases = "gan"
+  c.damsm.weights = c.stream.weights = workdir
+  c.eval.train_metric = "fid"
+  wd = str(tmp_path / "fid")
+  trainer.run(c, wd)
+  metas = [json.load(open(os.path.join(wd, "checkpoints", "gan", str(s), "meta", "metadata")))
+           for s in (1, 2)]
+  assert all(np.isfinite(m["metric"]) and m["metric"] > 0 for m in metas)
+  assert any(n.startswith("fid_stats_shapes_test_16_32px_75_random")
+             for n in os.listdir(os.path.join(wd, "eval")))
