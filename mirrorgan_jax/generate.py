@@ -40,7 +40,9 @@ from mirrorgan_jax.sampling import batched, example_keys, make_sampler, sampling
 class Samples:
   """K samples for each of N captions."""
   images: list  # per stage: uint8 (N, K, S, S, 3)
-  attention: list  # per refinement stage: float32 (N, K, T, S, S), T = words used
+  # per refinement stage: float32 (N, K, T, h, h), T words used, h the side of
+  # the feature map the stage attends over (its input: half its image side)
+  attention: list
   words: list  # per caption: the words the model saw (unknown ones dropped)
 
 
@@ -105,8 +107,11 @@ class TextToImage:
                        np.asarray(ids), np.asarray(lens), keys)
 
   def sample(self, texts: Sequence[str], seed: int = 0) -> np.ndarray:
-    """uint8 (N, H, W, 3): one image per caption at the last stage's size."""
-    return self.generate(texts, seed).images[-1][:, 0]
+    """uint8 (N, H, W, 3): one image per caption at the last stage's size (the
+    images `generate(texts, seed)` gives as sample 0)."""
+    ids, lens = self.encode(texts)
+    keys = example_keys(jax.random.key(seed), np.arange(len(ids)))
+    return np.concatenate(list(self.last_stage_images(ids, lens, keys)))
 
 
 def read_captions(path: str) -> list[str]:

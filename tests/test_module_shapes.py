@@ -5,6 +5,7 @@ networks cost nothing to check.
 """
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 import pytest
 
@@ -118,3 +119,22 @@ def test_captioner_shapes():
   assert decoder["embed"]["embedding"].shape == (5450, 256)
   assert decoder["lstm"]["hi"]["kernel"].shape == (512, 512)
   assert decoder["linear"]["kernel"].shape == (512, 5450)
+
+
+def test_small_cnn_keeps_the_layout_at_any_input_size():
+  from mirrorgan_jax.models.small_cnn import SmallCNN, with_coordinates
+  x = jnp.zeros((1, 32, 32, 3))
+  grid = with_coordinates(x)
+  assert grid.shape == (1, 32, 32, 5)
+  np.testing.assert_allclose(grid[0, 0, :, 3], np.linspace(-1, 1, 32), rtol=1e-6)  # x
+  np.testing.assert_allclose(grid[0, :, 0, 4], np.linspace(-1, 1, 32), rtol=1e-6)  # y
+  m = SmallCNN((8, 16))
+  v = m.init(jax.random.key(0), x)
+  # 32 px: an 8x8 map, resized to the 4x4 grid; 16 px (a smaller stage): 4x4 as is.
+  assert m.apply(v, x)["global"].shape == (1, 4 * 4 * 16)
+  assert m.apply(v, jnp.zeros((1, 16, 16, 3)))["global"].shape == (1, 4 * 4 * 16)
+  # The same object on the left and on the right gives different global features.
+  left = x.at[:, 12:20, 2:10].set(1.0)
+  right = x.at[:, 12:20, 22:30].set(1.0)
+  a, b = m.apply(v, left)["global"], m.apply(v, right)["global"]
+  assert float(jnp.abs(a - b).max()) > 1e-3

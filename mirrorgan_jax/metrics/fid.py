@@ -8,6 +8,7 @@ its imaginary part is numerically zero. Statistics files use pytorch-fid's
 """
 
 import os
+import warnings
 
 import numpy as np
 from scipy import linalg
@@ -28,10 +29,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     raise ValueError(f"FID statistics differ in shape: mu {mu1.shape} vs {mu2.shape}, "
                      f"sigma {s1.shape} vs {s2.shape}")
   diff = mu1 - mu2
-  covmean = linalg.sqrtm(s1 @ s2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(len(s1)) * eps
-    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+  with warnings.catch_warnings():  # singular products (fewer images than dims) are expected
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+      offset = np.eye(len(s1)) * eps
+      covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
       raise ValueError(f"FID: sqrtm has an imaginary component "
