@@ -232,5 +232,8 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   r.workdir = str(tmp_path / "two")
   two = trainer.load_phase_state(r, "damsm", init, key)
   assert int(one.step) == int(two.step) == 2
+  # Equal up to float reassociation (gloo's all-reduce sums in another order),
+  # which Adam's normalised steps amplify on near-zero gradients: measured up to
+  # 2.5e-5 relative. A wrong shard of data differs by ~1e-2 after these 2 steps.
   for a, b in zip(leaves(two), leaves(one)):
-    assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-6)
+    assert np.linalg.norm(a - b) <= 1e-4 * max(np.linalg.norm(b), 1e-6)
