@@ -130,18 +130,21 @@ class _DamsmCodes:
     models = factory.create_models(t2i.config)
     state = restored.state
     self.path = restored.path
-    self._text = jax.jit(lambda ids, lens: models.text_encoder.apply(
-        {"params": state.text.params}, ids, lens)[1])
-    self._image = jax.jit(lambda images: models.image_encoder.apply(
-        {"params": state.image.params, "batch_stats": state.image.batch_stats},
-        images.astype(jnp.float32) / 127.5 - 1.0, train=False)[1])
+    # Parameters are arguments, not constants baked into the compiled programs.
+    self._text_params = state.text.params
+    self._image_vars = {"params": state.image.params, "batch_stats": state.image.batch_stats}
+    self._text = jax.jit(lambda params, ids, lens: models.text_encoder.apply(
+        {"params": params}, ids, lens)[1])
+    self._image = jax.jit(lambda variables, images: models.image_encoder.apply(
+        variables, images.astype(jnp.float32) / 127.5 - 1.0, train=False)[1])
 
   def sentences(self, ids, lens, batch: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(self._text(ids[i:i + batch], lens[i:i + batch]))
-                           for i in range(0, len(ids), batch)])
+    return np.concatenate([
+        np.asarray(self._text(self._text_params, ids[i:i + batch], lens[i:i + batch]))
+        for i in range(0, len(ids), batch)])
 
   def images(self, images) -> np.ndarray:
-    return np.asarray(self._image(images))
+    return np.asarray(self._image(self._image_vars, images))
 
 
 def alignment(t2i: TextToImage, config, seed: int) -> dict:
