@@ -60,7 +60,8 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(meta["config"])
 
 
-def _abstract(init, key, mesh):
+def abstract_state(init, key, mesh):
+  """The structure `init(key)` would give, replicated on `mesh`, for restoring."""
   shapes = jax.eval_shape(init, key)
   sharding = parallel.replicated(mesh)
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -113,7 +114,7 @@ def restore(path: str, phase: str, *, which: str = "latest", mesh=None) -> Resto
     def abstract_for(meta):
       config = config_from_meta(meta)
       _, init = _state_init(phase, config, meta.get("stages") or config.model.num_stages)
-      return {"state": _abstract(init, key, mesh),
+      return {"state": abstract_state(init, key, mesh),
               "key": jax.ShapeDtypeStruct(key.shape, key.dtype,
                                           sharding=parallel.replicated(mesh))}
 

@@ -172,13 +172,6 @@ def _replicated_copy(mesh, tree):
   return _copier(mesh)(tree)
 
 
-def _abstract(init: Callable, key, mesh):
-  shapes = jax.eval_shape(init, key)
-  sharding = parallel.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                      shapes)
-
-
 def _abstract_key(key, mesh):
   return jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=parallel.replicated(mesh))
 
@@ -202,7 +195,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
     if seg is None:
       raise CheckpointError(f"checkpoint of {meta.get('stages')} stages does not fit "
                             f"config.gan.stages")
-    return {"state": _abstract(seg.init, key, mesh), "key": _abstract_key(key, mesh)}
+    return {"state": trained.abstract_state(seg.init, key, mesh), "key": _abstract_key(key, mesh)}
 
   restored = ckpt.restore(abstract_for, data_iter)
   if restored is not None and restored.meta.get("complete"):
@@ -500,7 +493,7 @@ def load_phase_state(run: Run, phase: str, init: Callable, key):
       return None
   ckpt = PhaseCheckpoints(directory, run.config.train.keep_latest)
   try:
-    restored = ckpt.restore(lambda meta: {"state": _abstract(init, key, run.mesh),
+    restored = ckpt.restore(lambda meta: {"state": trained.abstract_state(init, key, run.mesh),
                                           "key": _abstract_key(key, run.mesh)})
   finally:
     ckpt.close()
