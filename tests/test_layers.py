@@ -6,8 +6,8 @@ from jax import lax
 
 from mirrorgan_jax.models.discriminator import Discriminator, trunk_widths
 from mirrorgan_jax.models.generator import Generator, num_upblocks
-from mirrorgan_jax.models.layers import (ResBlock, conv2d, conv_weight_grad, glu,
-                                         upsample_nearest)
+from mirrorgan_jax.models.layers import (Conv, ResBlock, UpBlock, conv2d, conv_weight_grad,
+                                         glu, upsample_conv3x3, upsample_nearest)
 
 
 def test_glu_gates_the_first_half_with_the_second():
@@ -81,3 +81,31 @@ def test_tapwise_conv_gradients_equal_xla(kernel, stride, padding):
   np.testing.assert_allclose(
       conv_weight_grad(x, jnp.ones((2,) + xla(x, w).shape[1:3] + (5,)), w.shape, stride, padding),
       jax.grad(lambda w: jnp.sum(xla(x, w)))(w), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_upsampling_conv_equals_conv_of_the_upsampled_map():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 3)), jnp.float32)  # odd, non-square on purpose
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+  direct = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+      upsample_nearest(x), w, (1, 1), [(1, 1)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(upsample_conv3x3(x, w), direct(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+  got = jax.grad(loss(upsample_conv3x3), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(direct), argnums=(0, 1))(x, w)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_upblock_keeps_its_parameters_and_result():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 4, 6)), jnp.float32)
+  block = UpBlock(5)
+  variables = block.init(jax.random.key(0), x, False)
+  assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 6, 10)  # as before fusing
+  w = variables["params"]["Conv_0"]["kernel"]
+  bn = variables["params"]["BatchNorm_0"]
+  want = conv2d(upsample_nearest(x), w, 1, 1)
+  want = want * bn["scale"] / np.sqrt(1 + 1e-5) + bn["bias"]  # running stats 0 / 1
+  np.testing.assert_allclose(block.apply(variables, x, False), glu(want), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="3x3"):
+    Conv(4, 4, 2, 1, upsample=True).init(jax.random.key(0), x)

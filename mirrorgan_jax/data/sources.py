@@ -45,6 +45,9 @@ class ShapesSource:
     self.heldout = tuple(tuple(p) for p in heldout)
     self.vocab = Vocabulary((PAD_WORD, *shapes.caption_words()))
     self.captions_per_image = shapes.CAPTIONS_PER_IMAGE
+    # caption -> word ids. The templates repeat the same few thousand strings,
+    # and tokenizing was a fifth of the input pipeline's time.
+    self._ids: dict[str, np.ndarray] = {}
 
   def __len__(self) -> int:
     return self.length
@@ -57,9 +60,16 @@ class ShapesSource:
     self._check(index)
     return shapes.captions(self.split, index, self.seed, self.heldout)
 
+  def _encode(self, caption: str) -> np.ndarray:
+    ids = self._ids.get(caption)
+    if ids is None:
+      ids = np.asarray(self.vocab.encode(tokenize(caption))[0], np.int32)
+      ids.flags.writeable = False  # shared between examples
+      self._ids[caption] = ids
+    return ids
+
   def caption_ids(self, index: int) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(self.vocab.encode(tokenize(c))[0], np.int32)
-                 for c in self.captions(index))
+    return tuple(self._encode(c) for c in self.captions(index))
 
   def class_id(self, index: int) -> int:
     self._check(index)
@@ -69,7 +79,7 @@ class ShapesSource:
   def example(self, index: int) -> SourceExample:
     self._check(index)
     ex = shapes.example(self.split, index, self.seed, self.size, self.heldout)
-    ids = tuple(np.asarray(self.vocab.encode(tokenize(c))[0], np.int32) for c in ex.captions)
+    ids = tuple(self._encode(c) for c in ex.captions)
     return SourceExample(Image.fromarray(ex.image), None, ids,
                          shapes.composition_id(ex.scene), f"{self.split}/{index}")
 

@@ -92,6 +92,27 @@ def _conv_bwd(stride, padding, residuals, g):
 _conv_tapwise_grad.defvjp(_conv_fwd, _conv_bwd)
 
 
+def upsample_conv3x3(x, w):
+  """conv3x3(nearest x2 upsampling of x), padding 1, computed at the input's
+  resolution: each of the four output phases (row parity a, column parity b)
+  is a 2x2 convolution of x whose taps sum the 3x3 taps that read the same
+  input pixel (rows: a=0 reads x[i-1] with w[0] and x[i] with w[1]+w[2]; a=1
+  reads x[i] with w[0]+w[1] and x[i+1] with w[2]). Equal to the direct form
+  up to float rounding, with 16 instead of 36 kernel taps per input pixel."""
+  rows = (jnp.stack([w[0], w[1] + w[2]]), jnp.stack([w[0] + w[1], w[2]]))
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, wd = x.shape[1], x.shape[2]
+  phases = []
+  for a in (0, 1):
+    wa = rows[a]
+    cols = (jnp.stack([wa[:, 0], wa[:, 1] + wa[:, 2]], 1),
+            jnp.stack([wa[:, 0] + wa[:, 1], wa[:, 2]], 1))
+    phases.append([conv2d(xp[:, a:a + h + 1, b:b + wd + 1], cols[b]) for b in (0, 1)])
+  y = jnp.stack([jnp.stack(p, 3) for p in phases], 2)  # (B, H, 2, W, 2, C)
+  b_, _, _, _, _, c = y.shape
+  return y.reshape(b_, 2 * h, 2 * wd, c)
+
+
 def conv2d(x, w, stride: int = 1, padding: int = 0):
   """NHWC x HWIO convolution. On CPU its kernel gradient is computed tap by tap
   (`conv_weight_grad`): XLA:CPU's own weight-gradient convolution runs 3-4x
@@ -113,12 +134,22 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   kernel_init: Callable = orthogonal
   bias_init: Callable = nn.initializers.zeros
+  upsample: bool = False  # nearest x2 first (3x3, stride 1, padding 1 only)
 
   @nn.compact
   def __call__(self, x):
     w = self.param("kernel", self.kernel_init,
                    (self.kernel, self.kernel, x.shape[-1], self.features), jnp.float32)
-    y = conv2d(x.astype(self.dtype), w.astype(self.dtype), self.stride, self.padding)
+    x, w = x.astype(self.dtype), w.astype(self.dtype)
+    if self.upsample:
+      if (self.kernel, self.stride, self.padding) != (3, 1, 1):
+        raise ValueError("Conv(upsample=True) is for 3x3 kernels, stride 1, padding 1")
+      # Fused on CPU, where it was measured (README, "The default job");
+      # other backends keep the direct form until it is measured there.
+      y = (upsample_conv3x3(x, w) if jax.default_backend() == "cpu"
+           else conv2d(upsample_nearest(x), w, 1, 1))
+    else:
+      y = conv2d(x, w, self.stride, self.padding)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(self.dtype)
     return y
@@ -143,14 +174,15 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 class UpBlock(nn.Module):
-  """Nearest x2 -> conv3x3 (in -> 2*out) -> BN -> GLU."""
+  """Nearest x2 -> conv3x3 (in -> 2*out) -> BN -> GLU. On CPU the upsampling
+  and the conv run fused (`upsample_conv3x3`): 2.25x fewer multiply-adds than
+  the conv on the upsampled map, the largest conv of each generator stage."""
   features: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = upsample_nearest(x)
-    x = conv(2 * self.features, 3, padding=1, dtype=self.dtype)(x)
+    x = conv(2 * self.features, 3, padding=1, dtype=self.dtype, upsample=True)(x)
     x = batch_norm(train, self.dtype)(x)
     return glu(x)
 
