@@ -1,7 +1,7 @@
 """The embedded `shapes` dataset (../shared/specs/shapes.md): the default
 job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
 images correctly: shape 0.987 on real ones) keep a GAN iteration near 0.17 s,
-so all three phases fit about 19 minutes there. README, "The default job",
+so all three phases fit about 18.5 minutes there. README, "The default job",
 has the measurements behind each value that differs from birds.py."""
 
 import ml_collections
@@ -42,6 +42,12 @@ def get_config():
   config.damsm.batch_size = 32
   config.damsm.steps_per_epoch = 100
   config.damsm.num_steps = 2_000
+  # Deviation: each DAMSM batch pairs every image with a near miss (the two
+  # objects' colours swapped, or the one object's shape changed). With random
+  # batches such negatives are rare and DAMSM learnt neither word order nor
+  # circle against square; with them the default job's relation went from
+  # 0.55 to 0.89 and shape from 0.47 to 0.53 (README, "The default job").
+  config.damsm.near_misses = True
   config.stream.batch_size = 32
   config.stream.num_steps = 2_000
   config.gan.num_steps = 3_800

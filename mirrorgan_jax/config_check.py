@@ -98,6 +98,9 @@ def check_config(config) -> None:
             "damsm.gamma3"):
     r(f, lambda v: v > 0, "a positive number")
   r("damsm.lr_decay", lambda v: 0 < v <= 1, "in (0, 1]")
+  if "near_misses" in config.damsm:  # absent from configs saved before it existed
+    r("damsm.near_misses", lambda v: v is False or (v is True and config.dataset == "shapes"),
+      "False, or True with dataset 'shapes' (near misses are made by editing scenes)")
   for f in ("log_every", "checkpoint_every", "sample_every"):
     r(f"train.{f}", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)")
   r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")

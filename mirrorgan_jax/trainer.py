@@ -70,6 +70,7 @@ def phase_config(config, phase: str):
   c = ml_collections.ConfigDict(config.to_dict())
   c.batch_size = {"damsm": config.damsm.batch_size, "stream": config.stream.batch_size,
                   "gan": config.batch_size}[phase]
+  c.data.near_misses = phase == "damsm" and config.damsm.get("near_misses", False)
   return c
 
 

@@ -83,6 +83,40 @@ def test_mismatched_captions_describe_another_composition(config):
       assert i != j and source.class_id(int(i)) != source.class_id(int(j))
 
 
+def test_near_miss_batches_pair_each_image_with_its_near_miss(config):
+  c = tiny.get_config()
+  c.data.near_misses = True
+  source, ds = pipeline.from_config(c)
+  twins = 0
+  for step in range(4):
+    b = ds[step]
+    assert (b["indices"][0::2] == b["indices"][1::2]).all()
+    for row in range(0, 8, 2):
+      index = int(b["indices"][row])
+      # The even row is the image itself, the odd one its near miss or, where
+      # none avoids the held-out pairs, the image again.
+      np.testing.assert_array_equal(b["images"][1][row], np.asarray(source.example(index).image))
+      if b["class_ids"][row + 1] != b["class_ids"][row]:
+        twins += 1
+        assert not np.array_equal(b["images"][1][row + 1], b["images"][1][row])
+      else:
+        np.testing.assert_array_equal(b["images"][1][row + 1], b["images"][1][row])
+  assert twins >= 12  # of 16 pairs
+  assert _equal(ds[2], pipeline.from_config(c)[1][2])  # deterministic
+  with pytest.raises(ValueError, match="must be even"):
+    pipeline.train_dataset(source, batch_size=6, sizes=(32,), words_num=6, seed=0,
+                           process_index=0, process_count=2, near_misses=True)
+
+
+def test_near_misses_reach_only_the_damsm_phase():
+  from mirrorgan_jax.trainer import phase_config
+  c = tiny.get_config()
+  c.damsm.near_misses = True
+  assert phase_config(c, "damsm").data.near_misses
+  assert not phase_config(c, "stream").data.near_misses
+  assert not phase_config(c, "gan").data.near_misses
+
+
 def test_same_seed_same_stream_other_seed_other_stream(config):
   _, a = pipeline.from_config(config)
   _, b = pipeline.from_config(config)

@@ -115,3 +115,32 @@ def test_scorer_accepts_generator_output_in_minus_one_to_one():
   ex = shapes.example("test", 0)
   as_float = ex.image.astype(np.float32) / 127.5 - 1.0
   assert score([as_float], [ex.captions[0]])["all"] == 1.0
+
+
+def test_near_miss_changes_exactly_one_named_thing():
+  rng = np.random.default_rng(0)
+  kinds = set()
+  for i in range(200):
+    scene = shapes.sample_scene("train", i)
+    twin = shapes.near_miss(scene, rng)
+    if twin is None:  # only when the change would make a held-out pair
+      a, b = scene.objects
+      assert {(b.color, a.shape), (a.color, b.shape)} & set(shapes.DEFAULT_HELDOUT)
+      continue
+    assert shapes.composition_id(twin) != shapes.composition_id(scene)
+    assert not {(o.color, o.shape) for o in twin.objects} & set(shapes.DEFAULT_HELDOUT)
+    if scene.relation is None:
+      (o,), (t,) = scene.objects, twin.objects
+      assert t.shape != o.shape and (t.color, t.size, t.center) == (o.color, o.size, o.center)
+      kinds.add("shape")
+    else:
+      (a, b), (ta, tb) = scene.objects, twin.objects
+      assert (ta.color, tb.color) == (b.color, a.color)  # the named order flips
+      assert (ta.shape, tb.shape, ta.center, tb.center) == (a.shape, b.shape, a.center, b.center)
+      assert twin.relation == scene.relation
+      kinds.add("order")
+  assert kinds == {"shape", "order"}
+  # No shape left for the colour: no near miss.
+  red_circle = next(s for s in (shapes.sample_scene("train", i) for i in range(0, 400, 2))
+                    if (s.objects[0].color, s.objects[0].shape) == ("red", "circle"))
+  assert shapes.near_miss(red_circle, rng, heldout=(("red", "square"), ("red", "triangle"))) is None

@@ -65,9 +65,10 @@ class _HostRows(grain.MapDataset):
 class _Examples(grain.transforms.Map):
   """(stream position, value) -> one example of the batch contract, uint8 images."""
 
-  def __init__(self, source, sizes: Sequence[int], words_num: int, seed: int, train: bool):
+  def __init__(self, source, sizes: Sequence[int], words_num: int, seed: int, train: bool,
+               near_misses: bool = False):
     self.source, self.sizes, self.words_num = source, tuple(sizes), words_num
-    self.seed, self.train = seed, train
+    self.seed, self.train, self.near_misses = seed, train, near_misses
 
   def _images(self, ex, rng):
     if self.source.photographs:
@@ -89,7 +90,12 @@ class _Examples(grain.transforms.Map):
     if self.train:  # value: an image index; one random caption of it
       rng = np.random.default_rng([self.seed, position])
       index = value
-      ex = self.source.example(index)
+      # With near misses, odd positions hold the previous row's image with one
+      # named thing changed (or, where none can be, the image itself: same class,
+      # so the DAMSM losses mask the pair).
+      twin = (self.source.near_miss_example(index, rng)
+              if self.near_misses and position % 2 else None)
+      ex = twin or self.source.example(index)
       k = int(rng.integers(len(ex.caption_ids)))
       caption, length = encode_caption(ex.caption_ids[k], self.words_num, rng)
       other = self._mismatch(index, ex.class_id, rng)
@@ -111,6 +117,21 @@ class _Examples(grain.transforms.Map):
             "indices": np.int32(index), **extra}
 
 
+class _Pairs(grain.MapDataset):
+  """Element i is the parent's element i // 2: each value twice in a row."""
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[index // 2]
+
+  def __str__(self) -> str:
+    return "_Pairs()"
+
+
 def _process(process_index, process_count):
   return (jax.process_index() if process_index is None else process_index,
           jax.process_count() if process_count is None else process_count)
@@ -118,15 +139,26 @@ def _process(process_index, process_count):
 
 def train_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
                   seed: int, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.MapDataset:
-  """Endless host-local training batches (batch_size / process_count rows)."""
+                  process_count: int | None = None,
+                  near_misses: bool = False) -> grain.MapDataset:
+  """Endless host-local training batches (batch_size / process_count rows).
+  `near_misses` (shapes only): rows come in pairs, an image and its near miss
+  (`ShapesSource.near_miss_example`)."""
   p, n = _process(process_index, process_count)
   if len(source) < 2:
     raise ValueError(f"a training split needs at least 2 examples, got {len(source)}")
   stream = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
+  if near_misses:
+    if not hasattr(source, "near_miss_example"):
+      raise ValueError("near-miss batches need the shapes dataset")
+    if (batch_size // n) % 2:
+      raise ValueError(f"near-miss batches pair rows: the batch per process "
+                       f"({batch_size} / {n}) must be even")
+    stream = _Pairs(stream)
   rows = _HostRows(stream, batch_size, p, n)
-  return rows.map(_Examples(source, sizes, words_num, seed, train=True)).batch(
-      batch_size // n, drop_remainder=True)
+  return rows.map(_Examples(source, sizes, words_num, seed, train=True,
+                            near_misses=near_misses)).batch(batch_size // n,
+                                                            drop_remainder=True)
 
 
 def eval_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
@@ -157,7 +189,8 @@ def from_config(config, split: str = "train", *, train: bool = True,
   kwargs = dict(batch_size=config.batch_size, sizes=sizes, words_num=config.text.words_num,
                 process_index=process_index, process_count=process_count)
   if train:
-    return source, train_dataset(source, seed=config.seed, **kwargs)
+    return source, train_dataset(source, seed=config.seed,
+                                 near_misses=config.data.get("near_misses", False), **kwargs)
   return source, eval_dataset(source, **kwargs)
 
 

@@ -156,6 +156,25 @@ def render(scene: Scene, size: int = 64) -> np.ndarray:
   return np.asarray(canvas.resize((size, size), Image.BOX))
 
 
+def near_miss(scene: Scene, rng: np.random.Generator,
+              heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> Scene | None:
+  """The scene with one thing its captions name changed, for hard negatives:
+  two objects get each other's colours (so the named order flips), one object
+  gets another shape. None when every such change makes a held-out pair."""
+  heldout = {tuple(p) for p in heldout}
+  if scene.relation is not None:
+    a, b = scene.objects
+    objects = (dataclasses.replace(a, color=b.color), dataclasses.replace(b, color=a.color))
+    if any((o.color, o.shape) in heldout for o in objects):
+      return None
+    return Scene(objects, scene.relation)
+  (o,) = scene.objects
+  shapes = [s for s in SHAPES if s != o.shape and (o.color, s) not in heldout]
+  if not shapes:
+    return None
+  return Scene((dataclasses.replace(o, shape=shapes[rng.integers(len(shapes))]),), None)
+
+
 def _pick(rng, words):
   return words[rng.integers(len(words))]
 

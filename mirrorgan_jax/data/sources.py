@@ -76,6 +76,18 @@ class ShapesSource:
     return shapes.composition_id(shapes.sample_scene(self.split, index, self.seed,
                                                      self.heldout))
 
+  def near_miss_example(self, index: int, rng: np.random.Generator) -> SourceExample | None:
+    """Example `index` with one named thing changed (`shapes.near_miss`), with
+    fresh captions; None when no change avoids the held-out pairs."""
+    self._check(index)
+    scene = shapes.near_miss(shapes.sample_scene(self.split, index, self.seed, self.heldout),
+                             rng, self.heldout)
+    if scene is None:
+      return None
+    ids = tuple(self._encode(c) for c in shapes.captions_for(scene, rng))
+    return SourceExample(Image.fromarray(shapes.render(scene, self.size)), None, ids,
+                         shapes.composition_id(scene), f"{self.split}/{index}/near_miss")
+
   def example(self, index: int) -> SourceExample:
     self._check(index)
     ex = shapes.example(self.split, index, self.seed, self.size, self.heldout)
