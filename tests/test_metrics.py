@@ -123,5 +123,5 @@ def test_inception_weights_file_round_trip_and_errors(tmp_path):
   with pytest.raises(inception_net.InceptionWeightsError,
                      match=r"broken.npz: does not fit .*missing \['params/Mixed_7c/branch_pool"):
     inception_net.load(broken)
-  with pytest.raises(FileNotFoundError, match="convert_inception"):
+  with pytest.raises(FileNotFoundError, match="convert fid_inception"):
     inception_net.load(str(tmp_path / "absent.npz"))

@@ -2,7 +2,7 @@
 
 Weights live in a `.npz` of our own (keys like `params/Mixed_5b/branch1x1/conv/kernel`,
 `batch_stats/.../mean`, and `__variant__`: `pytorch-fid` or `torchvision`),
-made from PyTorch files by `python -m mirrorgan_jax.convert_inception`. With no
+made from PyTorch files by `python -m mirrorgan_jax.convert fid_inception`. With no
 file, the network gets random weights (He-normal convolutions, identity
 BatchNorm) so that the whole evaluation still runs and can be tested; every
 figure computed that way is labelled `UNCALIBRATED (random Inception weights)`.
@@ -134,7 +134,7 @@ def load(path: str | None, *, image_size: int = 299, mesh=None) -> InceptionNet:
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.exists(path):
     raise FileNotFoundError(f"Inception weights {path}: no such file (convert pytorch-fid's "
-                            f"weights with python -m mirrorgan_jax.convert_inception)")
+                            f"weights with python -m mirrorgan_jax.convert fid_inception)")
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}

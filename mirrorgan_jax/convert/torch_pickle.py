@@ -202,7 +202,15 @@ def load(path: str | os.PathLike) -> object:
     raise TorchFileError(f"{path}: damaged or not a PyTorch file ({type(e).__name__}: {e})") from e
 
 
-def state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+class StateDict(dict):
+  """{name: array}, remembering the file it was read from (for messages)."""
+
+  def __init__(self, items, path: str):
+    super().__init__(items)
+    self.path = path
+
+
+def state_dict(path: str | os.PathLike) -> StateDict:
   """A flat {name: array} state dict; a checkpoint dict holding one under
   'state_dict' or 'model' is unwrapped."""
   obj = load(path)
@@ -211,4 +219,4 @@ def state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       obj = obj[key]
   if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
     raise TorchFileError(f"{path}: not a state dict of tensors")
-  return dict(obj)
+  return StateDict(obj, os.fspath(path))
