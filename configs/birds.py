@@ -50,12 +50,20 @@ def get_config():
   config.stream.b2 = 0.999
   config.stream.num_steps = 6_900  # 100 epochs of 69 steps (not released; see README)
   config.stream.weights = ""  # a workdir or checkpoint holding pretrained STREAM: skip the phase
+  # The frozen ImageNet ResNet-152 (backbone "resnet152"): torchvision's
+  # resnet152-*.pth as downloaded, or our .npz (python -m mirrorgan_jax.convert
+  # resnet152). Required to run the stream phase (README, "PyTorch weights").
+  config.stream.resnet_weights = ""
 
   # DAMSM image encoder (pretraining and R-precision).
   config.image_encoder = ml_collections.ConfigDict()
   config.image_encoder.backbone = "inception_v3"  # or "small"
   config.image_encoder.image_size = 299
   config.image_encoder.small_widths = (32, 64, 128, 256)
+  # The frozen ImageNet Inception-v3 (backbone "inception_v3"): torchvision's
+  # inception_v3_google-*.pth, AttnGAN's image_encoder200.pth, or our .npz
+  # (python -m mirrorgan_jax.convert inception). Required to run the damsm phase.
+  config.image_encoder.inception_weights = ""
 
   # DAMSM pretraining of STEM and the image encoder (AttnGAN cfg/DAMSM/bird.yml).
   config.damsm = ml_collections.ConfigDict()
@@ -104,6 +112,9 @@ def get_config():
   config.train.sample_every = 5_000  # steps between sample grids with attention maps
   config.train.keep_latest = 2  # newest checkpoints kept, besides the best one
   config.train.nan_policy = "stop"  # or "skip": drop the update of a non-finite step
+  # True lets the damsm / stream phases run on random ImageNet backbones when
+  # their weights fields are empty (benchmarks, tests); the log says so.
+  config.train.allow_random_backbones = False
   config.train.distributed = "auto"  # "auto": jax.distributed when the environment says so; "yes"; "no"
 
   # Input pipeline (mirrorgan_jax/data/pipeline.py).
@@ -118,7 +129,7 @@ def get_config():
 
   # Evaluation (mirrorgan_jax/evaluate.py; the official code ships none).
   config.eval = ml_collections.ConfigDict()
-  # Our .npz of pytorch-fid's Inception (python -m mirrorgan_jax.convert_inception);
+  # Our .npz of pytorch-fid's Inception (python -m mirrorgan_jax.convert fid_inception);
   # empty: random weights, and every IS/FID figure says UNCALIBRATED.
   config.eval.inception_weights = ""
   config.eval.inception_image_size = 299  # pytorch-fid resizes to 299

@@ -94,10 +94,13 @@ class PhaseCheckpoints:
         meta = self.meta(step)
         items = {"state": ocp.args.StandardRestore(abstract_for(meta)),
                  "meta": ocp.args.JsonRestore()}
-        if data_iter is not None:
+        # Converted checkpoints (convert/workdirs.py) have no iterator state:
+        # training from them starts the data stream afresh.
+        has_iter = "converted_from" not in meta
+        if data_iter is not None and has_iter:
           items["data_iter"] = ocp.args.JsonRestore()
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        if data_iter is not None:
+        if data_iter is not None and has_iter:
           data_iter.set_state(out["data_iter"])
       except Exception as e:  # damaged, partial, or from another model
         text = str(e) if len(str(e)) < 600 else str(e)[:600] + " ..."  # Orbax prints whole trees

@@ -106,6 +106,12 @@ def check_config(config) -> None:
   r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")
   r("train.distributed", lambda v: v in ("auto", "yes", "no"), "'auto', 'yes' or 'no'")
   r("eval.inception_weights", lambda v: isinstance(v, str), "a .npz path or ''")
+  # Absent from configs saved before the PyTorch weights fields existed.
+  for f in ("image_encoder.inception_weights", "stream.resnet_weights"):
+    if f.split(".")[1] in config[f.split(".")[0]]:
+      r(f, lambda v: isinstance(v, str), "a .pth or .npz path, or ''")
+  if "allow_random_backbones" in config.train:
+    r("train.allow_random_backbones", lambda v: isinstance(v, bool), "True or False")
   r("eval.fid_stats", lambda v: isinstance(v, str), "a .npz path or ''")
   r("eval.inception_image_size", lambda v: _is_int(v) and v >= 75,
     "an integer >= 75 (Inception-v3's smallest input; 299 for comparable FID)")

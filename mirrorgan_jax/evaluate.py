@@ -16,6 +16,7 @@ run on random weights and say UNCALIBRATED on every line.
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -114,19 +115,34 @@ def real_statistics(net, source, config, cache_dir: str | None, batch: int = 50)
 
 
 class _DamsmCodes:
-  """The run's DAMSM encoders: sentence codes of captions, global codes of images."""
+  """DAMSM encoders: sentence codes of captions, global codes of images. The
+  run's own, or `weights` (a workdir or damsm checkpoint, e.g. AttnGAN's
+  released encoders converted by `python -m mirrorgan_jax.convert damsm`)."""
 
-  def __init__(self, location, t2i: TextToImage):
-    damsm_path = location
-    try:
-      restored = trained.restore(location, "damsm", mesh=t2i.mesh)
-    except FileNotFoundError:
-      damsm_path = t2i.config.damsm.weights
-      if not damsm_path:
-        raise FileNotFoundError(
-            f"R-precision needs the DAMSM encoders: no checkpoints/damsm under {location} "
-            f"and config.damsm.weights is empty") from None
-      restored = trained.restore(damsm_path, "damsm", mesh=t2i.mesh)
+  def __init__(self, location, t2i: TextToImage, weights: str | None = None):
+    if weights:
+      restored = trained.restore(weights, "damsm", mesh=t2i.mesh)
+    else:
+      try:
+        restored = trained.restore(location, "damsm", mesh=t2i.mesh)
+      except FileNotFoundError:
+        if not t2i.config.damsm.weights:
+          raise FileNotFoundError(
+              f"R-precision needs the DAMSM encoders: no checkpoints/damsm under {location}, "
+              f"config.damsm.weights is empty and --damsm-weights was not given") from None
+        restored = trained.restore(t2i.config.damsm.weights, "damsm", mesh=t2i.mesh)
+    rows = np.shape(restored.state.text.params["embedding"]["embedding"])[0]
+    if rows != len(t2i.vocab.words):
+      raise ValueError(f"{restored.path}: the DAMSM text encoder has {rows} embedding rows, "
+                       f"the run's vocabulary {len(t2i.vocab.words)} words: not the same "
+                       f"vocabulary")
+    if restored.workdir and os.path.exists(os.path.join(restored.workdir,
+                                                         trained.VOCABULARY_FILE)):
+      theirs = trained.load_vocabulary(restored.workdir, restored.config)
+      if theirs.words != t2i.vocab.words:
+        raise ValueError(f"{restored.workdir}/{trained.VOCABULARY_FILE}: the DAMSM encoders' "
+                         f"vocabulary differs from the run's (same size, other word ids)")
+    self.origin = restored.meta.get("converted_from")
     models = factory.create_models(t2i.config)
     state = restored.state
     self.path = restored.path
@@ -177,6 +193,10 @@ class TrainingFid:
     self.batch = -(-config.batch_size // self.mesh.size) * self.mesh.size
     self.config, self.cache = config, os.path.join(workdir, "eval") if is_main else None
     self.real, self._images = None, {}
+    self.is_main = is_main
+    if not self.net.calibrated and is_main:
+      logging.warning("the FID ranking checkpoints is %s: set config.eval.inception_weights "
+                      "(python -m mirrorgan_jax.convert fid_inception)", inception_net.UNCALIBRATED)
 
   def __call__(self, sampler, params) -> float:
     if self.real is None:
@@ -192,13 +212,16 @@ class TrainingFid:
         self.net(chunk)[0] for chunk in batched(images, jax.device_put(
             local, parallel.replicated(self.mesh)), self.mesh, self.batch, self.caps.ids,
             self.caps.lens, self.keys)])
-    return fid.frechet_distance(*fid.statistics(feats), *self.real)
+    value = fid.frechet_distance(*fid.statistics(feats), *self.real)
+    if not self.net.calibrated and self.is_main:
+      logging.warning("checkpoint FID %.3f: %s", value, inception_net.UNCALIBRATED)
+    return value
 
 
 def evaluate(location: str, metrics=METRICS, *, num_images: int = 30_000, seed: int = 0,
              checkpoint: str = "latest", inception_weights: str | None = None,
              fid_stats: str | None = None, data_dir: str | None = None,
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, damsm_weights: str | None = None) -> dict:
   """Computes `metrics` for the model at `location`; returns the report dict
   (also written to <workdir>/eval/<step>.json when there is a workdir)."""
   metrics = tuple(metrics)
@@ -232,7 +255,7 @@ def evaluate(location: str, metrics=METRICS, *, num_images: int = 30_000, seed: 
     net = (inception_net.load(weights, image_size=ev.get("inception_image_size", 299),
                               mesh=t2i.mesh)
            if {"is", "fid"} & set(metrics) else None)
-    damsm = _DamsmCodes(location, t2i) if "rprecision" in metrics else None
+    damsm = _DamsmCodes(location, t2i, damsm_weights) if "rprecision" in metrics else None
     pools, logits, codes = [], [], []
     keys = example_keys(jax.random.key(seed), np.arange(num_images))
     for images in t2i.last_stage_images(caps.ids, caps.lens, keys):
@@ -286,7 +309,8 @@ def _r_precision(damsm, source, caps: Captions, image_codes, seed: int, words_nu
   hits = r_precision.cosine_hits(image_codes, candidates)
   mean, std = r_precision.r_precision(hits, rng)
   return {"mean": mean, "std": std, "folds": 10, "candidates": r_precision.CANDIDATES,
-          "images": len(hits), "encoders": damsm.path}
+          "images": len(hits), "encoders": damsm.path,
+          **({"encoders_converted_from": damsm.origin} if damsm.origin else {})}
 
 
 def format_table(report: dict) -> str:
@@ -301,8 +325,11 @@ def format_table(report: dict) -> str:
                  f"{flag(m['fid'])}")
   if "rprecision" in m:
     r = m["rprecision"]
+    origin = r.get("encoders_converted_from")
     lines.append(f"R-precision  {r['mean']:.2f} ± {r['std']:.2f}  "
-                 f"({r['images']} images, 1 true + 99 other-class captions, 10 folds)")
+                 f"({r['images']} images, 1 true + 99 other-class captions, 10 folds; "
+                 f"DAMSM encoders {r['encoders']}"
+                 + (f", converted from {', '.join(origin)})" if origin else ")"))
   if "alignment" in m:
     for split, scores in m["alignment"].items():
       lines.append(f"alignment {split:12s} " + "  ".join(
@@ -321,7 +348,12 @@ def main(argv=None) -> int:
   parser.add_argument("--num-images", type=int, default=30_000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--inception-weights", default=None,
-                      help="our .npz (see convert_inception); default config.eval.inception_weights")
+                      help="our .npz (python -m mirrorgan_jax.convert fid_inception); "
+                           "default config.eval.inception_weights")
+  parser.add_argument("--damsm-weights", default=None,
+                      help="DAMSM encoders for R-precision: a workdir or damsm checkpoint, e.g. "
+                           "AttnGAN's converted with python -m mirrorgan_jax.convert damsm; "
+                           "default: the run's own")
   parser.add_argument("--fid-stats", default=None, help="real statistics .npz (mu, sigma)")
   parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
   parser.add_argument("--batch-size", type=int, default=None)
@@ -330,7 +362,8 @@ def main(argv=None) -> int:
     report = evaluate(args.workdir, [m.strip() for m in args.metrics.split(",") if m.strip()],
                       num_images=args.num_images, seed=args.seed, checkpoint=args.checkpoint,
                       inception_weights=args.inception_weights, fid_stats=args.fid_stats,
-                      data_dir=args.data_dir, batch_size=args.batch_size)
+                      data_dir=args.data_dir, batch_size=args.batch_size,
+                      damsm_weights=args.damsm_weights)
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -28,6 +28,7 @@ from PIL import Image
 from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
 from mirrorgan_jax import pretrain_steps, trained
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
+from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
 from mirrorgan_jax.sampling import example_keys, make_sampler, sampling_params
 
@@ -199,6 +200,12 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
     return {"state": trained.abstract_state(seg.init, key, mesh), "key": _abstract_key(key, mesh)}
 
   restored = ckpt.restore(abstract_for, data_iter)
+  if restored is not None and restored.meta.get("untrained_stream"):
+    ckpt.close()
+    raise CheckpointError(
+        f"{restored.path}: converted without STREAM weights (it can sample, not train): "
+        f"convert your CAPTION_CNN/CAPTION_RNN into {run.workdir} (python -m "
+        f"mirrorgan_jax.convert stream ...) and convert the generator again")
   if restored is not None and restored.meta.get("complete"):
     logging.warning("%s: complete at %s, skipped", phase, restored.path)
     ckpt.close()
@@ -310,12 +317,14 @@ _PRETRAIN = {
 }
 
 
-def pretrain_init(run: Run, models, phase: str) -> Callable:
-  """The jitted `key -> state` of a pretraining phase."""
+def pretrain_init(run: Run, models, phase: str, backbone: bool = True) -> Callable:
+  """The jitted `key -> state` of a pretraining phase; with `backbone`, the
+  configured ImageNet weights are put in (not needed for shapes alone)."""
   pc = phase_config(run.config, phase)
   init_state = _PRETRAIN[phase][0]
-  return _compiled(run, f"{phase}_init", lambda: parallel.jit_init(
+  init = _compiled(run, f"{phase}_init", lambda: parallel.jit_init(
       lambda k: init_state(models, pc, k), run.mesh))
+  return backbones.with_backbone(init, run.config, phase, run.mesh) if backbone else init
 
 
 def pretrain_segments(run: Run, models, phase: str) -> list[Segment]:
@@ -510,6 +519,7 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
   factory.create_models(config)  # validates the config before any work
   phases = parse_phases(config.train.phases)
   stage_schedule(config)
+  backbones.check(config, [p for p in phases if p != "gan" and not getattr(config, p).weights])
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh(devices)
   for phase in phases:
@@ -536,9 +546,9 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
                              key=keys[phase])
     if "gan" in phases:
       texts = out.get("damsm") or load_phase_state(
-          r, "damsm", pretrain_init(r, models, "damsm"), keys["damsm"])
+          r, "damsm", pretrain_init(r, models, "damsm", backbone=False), keys["damsm"])
       streams = out.get("stream") or load_phase_state(
-          r, "stream", pretrain_init(r, models, "stream"), keys["stream"])
+          r, "stream", pretrain_init(r, models, "stream", backbone=False), keys["stream"])
       if texts is None or streams is None:
         missing = "damsm" if texts is None else "stream"
         raise CheckpointError(f"the gan phase needs the {missing} phase: run it (add it to "

@@ -136,15 +136,34 @@ def test_evaluate_refuses_bad_requests(workdir):
     evaluate.evaluate(workdir + "-absent", ["fid"])
 
 
-def test_fid_ranks_checkpoints_during_training(workdir, tmp_path):
+def test_rprecision_with_given_damsm_encoders_names_them(workdir, tmp_path, capsys):
+  damsm = os.path.join(workdir, "checkpoints", "damsm")
+  report = evaluate.evaluate(workdir, ["rprecision"], num_images=20, damsm_weights=damsm)
+  own = evaluate.evaluate(workdir, ["rprecision"], num_images=20)
+  r = report["metrics"]["rprecision"]
+  assert r["encoders"].startswith(damsm) and r == own["metrics"]["rprecision"]
+  assert evaluate.main(["--workdir", workdir, "--metrics", "rprecision", "--num-images", "20",
+                        "--damsm-weights", damsm]) == 0
+  assert f"DAMSM encoders {r['encoders']}" in capsys.readouterr().out
+  assert evaluate.main(["--workdir", workdir, "--metrics", "rprecision", "--num-images", "20",
+                        "--damsm-weights", str(tmp_path)]) == 2
+  assert "not a workdir with checkpoints/damsm" in capsys.readouterr().err
+
+
+def test_fid_ranks_checkpoints_during_training(workdir, tmp_path, caplog):
   """The gan phase alone, its pretrained encoders taken from `workdir`, with
-  FID (random Inception, 16 images) as the checkpoint metric."""
+  FID (random Inception, 16 images) as the checkpoint metric, said to be
+  UNCALIBRATED in the log."""
   c = tiny.get_config()
   c.train.phases = "gan"
   c.damsm.weights = c.stream.weights = workdir
   c.eval.train_metric = "fid"
   wd = str(tmp_path / "fid")
-  trainer.run(c, wd)
+  with caplog.at_level("WARNING"):
+    trainer.run(c, wd)
+  assert "the FID ranking checkpoints is UNCALIBRATED" in caplog.text
+  assert len([r for r in caplog.records if r.getMessage().startswith("checkpoint FID")
+              and inception_net.UNCALIBRATED in r.getMessage()]) == 2
   metas = [json.load(open(os.path.join(wd, "checkpoints", "gan", str(s), "meta", "metadata")))
            for s in (1, 2)]
   assert all(np.isfinite(m["metric"]) and m["metric"] > 0 for m in metas)
