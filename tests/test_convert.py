@@ -55,8 +55,9 @@ def test_every_kind_round_trips_exactly(kind, tmp_path):
   variables = random_variables(kind, c)
   n = {"discriminators": 3, "captioner": 2}.get(kind, 1)
   paths = [str(tmp_path / f"{kind}{i}.pth") for i in range(n)]
-  states = cv.to_torch(kind, variables, c, paths if n > 1 else paths[0])
-  back = cv.from_torch(kind, paths if n > 1 else paths[0], c)
+  deep = kind in ("captioner", "image_encoder")  # 100-240 MB: through memory, not files
+  states = cv.to_torch(kind, variables, c, None if deep else paths if n > 1 else paths[0])
+  back = cv.from_torch(kind, states if deep else paths if n > 1 else paths[0], c)
   pairs = zip(variables, back) if kind == "discriminators" else [(variables, back)]
   for a, b in pairs:
     fa, fb = core.flatten(a), core.flatten(b)
@@ -65,8 +66,8 @@ def test_every_kind_round_trips_exactly(kind, tmp_path):
       np.testing.assert_array_equal(fb[k], fa[k], err_msg=k)
   # ... and the dicts handed back are what was written.
   for p, s in zip(paths, states if n > 1 else [states]):
-    got = torch_pickle.state_dict(p)
-    assert list(got) == list(s)
+    if not deep:
+      assert list(torch_pickle.state_dict(p)) == list(s)
 
 
 @pytest.mark.parametrize("kind,entries", [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax import convert as cv
-from mirrorgan_jax.convert import torch_pickle, torch_save
+from mirrorgan_jax.convert import commands, torch_pickle, torch_save
 from mirrorgan_jax.metrics import inception_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,8 +117,7 @@ def test_pytorch_fid_weights_convert_exactly(tmp_path):
   state = cv.to_torch("fid_inception", variables, path=src)
   assert state["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)
   assert state["fc.weight"].shape == (1008, 2048)
-  r = _convert_cli("fid_inception", src, "--out", out)
-  assert r.returncode == 0, r.stderr
+  assert commands.convert("fid_inception", [str(src)], None, str(out)) == [str(out)]
   net = inception_net.load(str(out), image_size=75)
   assert net.calibrated and "pytorch-fid" in net.label
   want, got = inception_net.flatten(variables), inception_net.flatten(net.variables)

@@ -29,6 +29,11 @@ Environment (Python 3.11):
 Usage:
   torchenv/bin/python tools/make_torch_fixtures.py --official /tmp/mg \
       --out tests/fixtures/torch [--size small|full]
+  # the other direction: files written by `python -m mirrorgan_jax.export`
+  # (netG.pth, netD0.pth .., text_encoder.pth, image_encoder.pth, caption_cnn.pth,
+  # caption_rnn.pth) loaded by the official modules and run on the recorded inputs
+  torchenv/bin/python tools/make_torch_fixtures.py --official /tmp/mg \
+      --out tests/fixtures/torch --check-exports EXPORTED_DIR
 
 `small` (committed in tests/fixtures/torch/): tiny widths; deep backbones are
 recorded as layout + seed only. `full`: configs/birds.py widths, every module
@@ -589,12 +594,47 @@ def build(official, names):
   return mods
 
 
+def check_exports(official, c, exports: Path, fixtures: Path):
+  """Loads the files `python -m mirrorgan_jax.export` wrote into the official
+  modules (torch.load weights_only, load_state_dict strict) and runs them on the
+  recorded inputs: each output must equal the recorded one (the recording came
+  from the files the export was converted from)."""
+  checked = 0
+  for kind, (names, make_io, io_seed) in KINDS.items():
+    paths = {n: exports / f"{n}.pth" for n in names}
+    if not all(p.exists() for p in paths.values()):
+      continue
+    mods = build(official, names)
+    for name, path in paths.items():
+      mods[name].load_state_dict(torch.load(path, map_location="cpu", weights_only=True),
+                                 strict=True)
+    extra = (official,) if kind == "generator" else ()
+    inp, run = make_io(mods, c, np.random.default_rng(io_seed), *extra)
+    torch.manual_seed(0)
+    outputs = run(mods, inp)
+    with np.load(fixtures / f"{kind}_io.npz") as f:
+      for k, v in outputs.items():
+        want = f[k]
+        if np.issubdtype(v.dtype, np.floating):
+          diff = float(np.abs(v.astype(np.float64) - want).max())
+          assert diff <= 1e-5, f"{kind}/{k}: max abs difference {diff:.3g}"
+          print(f"  {kind}/{k}: max abs difference {diff:.3g}")
+        else:
+          assert np.array_equal(v, want), f"{kind}/{k} differs"
+    print(f"[{kind}] {', '.join(str(p) for p in paths.values())}: loaded strict, outputs equal")
+    checked += 1
+  assert checked, f"no exported files ({', '.join(ENTRIES)}.pth) in {exports}"
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--official", required=True, help="checkout of qiaott/MirrorGAN")
   parser.add_argument("--out", required=True)
   parser.add_argument("--size", choices=("small", "full"), default="small")
   parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset")
+  parser.add_argument("--check-exports", default=None, metavar="DIR",
+                      help="instead: load DIR/<entry>.pth (written by mirrorgan_jax.export) "
+                           "into the official modules and compare with --out's recordings")
   args = parser.parse_args()
 
   warnings.filterwarnings("ignore", message="Implicit dimension choice")
@@ -609,6 +649,9 @@ def main():
   c = birds_config(args.size)
   official = Official(args.official, c)
   out = Path(args.out)
+  if args.check_exports:
+    check_exports(official, c, Path(args.check_exports), out)
+    return
   out.mkdir(parents=True, exist_ok=True)
   manifest = {"size": args.size, "torch": torch.__version__,
               "torchvision": torchvision.__version__, "pytorch_fid": pytorch_fid.__version__,
