@@ -31,11 +31,15 @@ def main(argv):
   distributed.maybe_initialize(FLAGS.config)
   # Imported after: jax.distributed must start before any array exists.
   from mirrorgan_jax import trainer  # pylint: disable=import-outside-toplevel
+  from mirrorgan_jax.config_check import ConfigError  # pylint: disable=import-outside-toplevel
   try:
     trainer.run(FLAGS.config, FLAGS.workdir)
   except trainer.Preempted as e:
     logging.warning("%s", e)
     sys.exit(0)
+  except ConfigError as e:  # the user's configuration: the message, not a traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

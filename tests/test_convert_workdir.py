@@ -192,6 +192,13 @@ def test_real_data_runs_need_the_imagenet_weights(tmp_path, caplog):
   with pytest.raises(ConfigError, match=r"missing.pth': no such file"):
     trainer.run(c, workdir)
   assert not os.path.exists(workdir)  # refused before any work
+  r = subprocess.run([sys.executable, "train.py", "--config", "configs/birds.py", "--workdir",
+                      workdir, "--config.train.phases=damsm,stream,gan"], cwd=ROOT,
+                     capture_output=True, text=True, timeout=600,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+  assert r.stderr.startswith("error: config.image_encoder.inception_weights is empty")
+  assert not os.path.exists(workdir)
   c.stream.resnet_weights = ""
   c.train.allow_random_backbones = True
   with caplog.at_level(logging.WARNING):
