@@ -7,9 +7,11 @@ stage, iteration, completion, the config) and the data iterator's state.
 Retention keeps the newest `keep_latest` checkpoints and the best one by the
 phase's metric (lower is better), through a preservation policy: Orbax's
 `max_to_keep` + `best_fn` would keep only the best ones and delete the latest
-(../shared/specs/stack_notes.md). Orbax writes each checkpoint to a temporary
-folder and renames it when complete, and removes old ones only after a newer
-one is finalised, so a run never loses its last good checkpoint to a crash.
+(../shared/specs/stack_notes.md); `best_fn` is set as well, so the metric is
+written to disk and ranks checkpoints after a restart. Orbax writes each
+checkpoint to a temporary folder and renames it when complete, and removes old
+ones only after a newer one is finalised, so a run never loses its last good
+checkpoint to a crash.
 
 Restoring tries the newest checkpoint first; a damaged or partial one is
 reported with its path and the next older one is used.
@@ -50,11 +52,14 @@ class PhaseCheckpoints:
         checkpoint_managers.BestN(get_metric_fn=lambda m: m["value"], reverse=True, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
+    # best_fn is what makes Orbax write each checkpoint's metric to disk and rank
+    # by it (best_step, and BestN after a restart); without it "best" is the newest.
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=async_save,
-            create=True, cleanup_tmp_directories=True))
+            create=True, cleanup_tmp_directories=True,
+            best_fn=lambda m: m["value"], best_mode="min"))
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))

@@ -7,6 +7,7 @@ DTYPES = ("float32", "bfloat16")
 STREAM_BACKBONES = ("resnet152", "small")
 IMAGE_ENCODER_BACKBONES = ("inception_v3", "small")
 DATASETS = ("shapes", "birds", "coco")
+MAX_IMAGE_SIZE = 512  # the last stage's side; the official one is 256
 
 
 class ConfigError(ValueError):
@@ -66,8 +67,13 @@ def check_config(config) -> None:
     r(f"model.{f}", _positive_int, "a positive integer")
   r("model.ca_normalize_input", lambda v: isinstance(v, bool), "True or False")
   r("model.r_num", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-  r("model.base_size", lambda v: _power_of_two(v) and v >= 8,
-    "a power of two >= 8")
+  r("model.base_size", lambda v: _power_of_two(v) and 8 <= v <= MAX_IMAGE_SIZE,
+    f"a power of two from 8 to {MAX_IMAGE_SIZE}")
+  r("model.num_stages", lambda v: config.model.base_size * 2**(v - 1) <= MAX_IMAGE_SIZE,
+    f"at most {MAX_IMAGE_SIZE.bit_length() - config.model.base_size.bit_length() + 1} with "
+    f"model.base_size={config.model.base_size} (the last stage would be "
+    f"{config.model.base_size * 2**(config.model.num_stages - 1)} px; the limit is "
+    f"{MAX_IMAGE_SIZE}, the official last stage 256)")
   r("stream.backbone", lambda v: v in STREAM_BACKBONES, f"one of {STREAM_BACKBONES}")
   for f in ("image_size", "embed_size", "hidden_size", "max_decode_len"):
     r(f"stream.{f}", _positive_int, "a positive integer")
@@ -101,6 +107,9 @@ def check_config(config) -> None:
   if "near_misses" in config.damsm:  # absent from configs saved before it existed
     r("damsm.near_misses", lambda v: v is False or (v is True and config.dataset == "shapes"),
       "False, or True with dataset 'shapes' (near misses are made by editing scenes)")
+    if config.damsm.near_misses:
+      r("damsm.batch_size", lambda v: v % 2 == 0,
+        "even with damsm.near_misses (each image comes with its near miss)")
   for f in ("log_every", "checkpoint_every", "sample_every"):
     r(f"train.{f}", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)")
   r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")

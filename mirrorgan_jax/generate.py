@@ -189,6 +189,15 @@ def main(argv=None) -> int:
                       help="also write word-attention overlays (<n>_attention.png)")
   parser.add_argument("--batch-size", type=int, default=None)
   args = parser.parse_args(argv)
+  # Arguments first: nothing is sampled for an output that cannot be written.
+  bad = [f"{name}={value}: must be at least 1" for name, value in (
+      ("--samples", args.samples), ("--batch-size", args.batch_size))
+         if value is not None and value < 1]
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    bad.append(f"--out {args.out}: is a file, not a folder")
+  if bad:
+    print("error: " + "; ".join(bad), file=sys.stderr)
+    return 2
   try:
     if args.captions:
       texts = read_captions(args.captions)

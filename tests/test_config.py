@@ -49,3 +49,29 @@ def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragme
     factory.create_models(c)
   assert fragment in str(e.value)
   assert repr(value) in str(e.value)
+
+
+def test_stage_count_and_image_size_are_bounded():
+  from configs import shapes  # pylint: disable=import-outside-toplevel
+  c = shapes.get_config()
+  c.model.num_stages = 9  # 16 px * 2**8: 4096 px
+  with pytest.raises(ConfigError, match=r"config.model.num_stages must be at most 6 with "
+                                        r"model.base_size=16 \(the last stage would be 4096 px; "
+                                        r"the limit is 512"):
+    check_config(c)
+  c.model.num_stages = 6  # 512 px: allowed
+  check_config(c)
+  c = birds.get_config()
+  c.model.base_size = 1024
+  with pytest.raises(ConfigError, match="a power of two from 8 to 512"):
+    check_config(c)
+
+
+def test_near_miss_batches_must_be_even():
+  from configs import shapes  # pylint: disable=import-outside-toplevel
+  c = shapes.get_config()
+  assert c.damsm.near_misses
+  c.damsm.batch_size = 47
+  with pytest.raises(ConfigError, match=r"config.damsm.batch_size must be even with "
+                                        r"damsm.near_misses"):
+    check_config(c)

@@ -35,26 +35,29 @@ def fixture_file(name):
   return os.path.join(FIXTURES, name)
 
 
+def gan_config():
+  """The fixtures' sizes with the small captioner: a converted G without STREAM
+  carries a placeholder captioner, and ResNet-152's would be 240 MB of zeros
+  to write and read in every test."""
+  c = small_config()
+  c.stream.backbone = "small"
+  return c
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-  """A workdir from the fixtures' PyTorch files, as a user makes it: the CLI
-  for the DAMSM encoders (a real process), then G and the Ds in-process."""
+  """A workdir from the fixtures' PyTorch files, as a user makes it: the DAMSM
+  encoders with their captions.pickle, then G, then the Ds."""
   tmp = tmp_path_factory.mktemp("convert")
   fx = Fixture(FIXTURES, str(tmp))
   out = str(tmp / "W")
-  overrides = [f"--config.{k}={v}" for k, v in fx.manifest["config"].items()]
-  r = subprocess.run(
-      [sys.executable, "-m", "mirrorgan_jax.convert", "damsm", fixture_file("text_encoder.pth"),
-       fx.file("image_encoder"), "--vocab", captions_pickle(tmp / "captions.pickle"),
-       "--config", "configs/birds.py", "--out", out, *overrides],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert r.returncode == 0, r.stderr
-  assert f"wrote {out}/checkpoints/damsm/" in r.stdout
-  c = small_config()
-  commands.convert("generator", [fixture_file("netG.pth")], c, out, step=7)
+  written = commands.convert(
+      "damsm", [fixture_file("text_encoder.pth"), fx.file("image_encoder")], small_config(),
+      out, vocab=captions_pickle(tmp / "captions.pickle"))
+  assert written[0].startswith(f"{out}/checkpoints/damsm/")
+  commands.convert("generator", [fixture_file("netG.pth")], gan_config(), out, step=7)
   commands.convert("discriminators", [fixture_file(f"netD{i}.pth") for i in range(3)],
-                   small_config(), out)
+                   gan_config(), out)
   return fx, out, tmp
 
 
@@ -205,3 +208,13 @@ def test_real_data_runs_need_the_imagenet_weights(tmp_path, caplog):
     backbones.check(c, ["damsm", "stream"])
   assert "stream phase: RANDOM resnet152 weights" in caplog.text
   assert "damsm phase: RANDOM inception weights" in caplog.text
+
+
+def test_discriminators_of_another_size_are_refused(converted):
+  _, out, _ = converted
+  c = gan_config()
+  c.model.ndf = 8  # the workdir's were converted at 4
+  from tests.test_convert import random_variables  # pylint: disable=import-outside-toplevel
+  d_vars = random_variables("discriminators", c)
+  with pytest.raises(ValueError, match="netD0: its shapes differ from the discriminators of"):
+    workdirs.write_discriminators(out, c, d_vars, ["netD0.pth"])

@@ -93,6 +93,16 @@ def test_generate_cli_names_the_bad_line(workdir, tmp_path, capsys):
   assert f"{bad}:2 'zebra' has no word of the vocabulary" in capsys.readouterr().err
 
 
+def test_generate_cli_checks_its_arguments_before_sampling(workdir, tmp_path, capsys):
+  out = tmp_path / "taken.png"
+  out.write_bytes(b"not a folder")
+  assert generate.main(["--workdir", workdir + "-absent", "--text", "a red circle", "--out",
+                        str(out), "--batch-size", "-2"]) == 2  # refused before the workdir is read
+  err = capsys.readouterr().err
+  assert f"--out {out}: is a file, not a folder" in err and "--batch-size=-2: must be at least 1" in err
+  assert out.read_bytes() == b"not a folder"
+
+
 def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
   args = ["--workdir", workdir, "--metrics", "is,fid,rprecision,alignment",
           "--num-images", "20", "--seed", "1"]

@@ -91,6 +91,18 @@ def test_user_text_unknown_words_warn_and_empty_caption_errors():
     encode_texts(v, ["a red bird"], 2)
 
 
+def test_non_ascii_letters_are_named_as_typed():
+  """The official tokenizer drops non-ASCII letters inside words ("rëd" is
+  "rd"); the warning quotes the word as the user typed it."""
+  v = Vocabulary.build([["a", "red", "bird"]])
+  with pytest.warns(UserWarning) as record:
+    ids, _ = encode_texts(v, ["a rëd bïrd"], 4)
+  messages = [str(w.message) for w in record]
+  assert any("non-ASCII letters dropped: 'rëd' -> 'rd', 'bïrd' -> 'brd'" in m for m in messages)
+  assert any("unknown words dropped: bïrd, rëd" in m for m in messages)
+  assert ids.tolist() == [[1, 0, 0, 0]]
+
+
 def test_python2_pickle_loads_with_latin1(tmp_path):
   path = tmp_path / "captions.pickle"
   obj = [[[1, 2], [2]], [[1]], {0: "<end>", 1: "a", 2: "bird"}, {"<end>": 0, "a": 1, "bird": 2}]

@@ -167,6 +167,11 @@ def write_discriminators(out: str, config, d_vars, sources) -> str:
   if len(d_vars) != len(previous.state.d):
     raise ValueError(f"{len(d_vars)} discriminators for a {len(previous.state.d)}-stage "
                      f"gan checkpoint")
+  for i, (v, d) in enumerate(zip(d_vars, previous.state.d)):
+    want = jax.tree.map(np.shape, {"params": d.params, "batch_stats": d.batch_stats})
+    if jax.tree.map(np.shape, dict(v)) != want:
+      raise ValueError(f"netD{i}: its shapes differ from the discriminators of {previous.path} "
+                       f"(convert with the config the generator was converted with)")
   ds = tuple(NetState(_device(v["params"]), v["batch_stats"],
                       models.d_tx.init(_device(v["params"]))) for v in d_vars)
   state = previous.state.replace(d=ds)

@@ -29,10 +29,14 @@ class VocabularyError(ValueError):
   """A vocabulary that does not fit the data or the weights it is used with."""
 
 
-def tokenize(text: str) -> list[str]:
+def _typed_and_ascii(text: str) -> list[tuple[str, str]]:
+  """(word as typed, lower-cased; its ASCII form, as the official tokenizer keeps it)."""
   text = text.replace("\ufffd\ufffd", " ").lower()
-  tokens = (t.encode("ascii", "ignore").decode("ascii") for t in _WORD.findall(text))
-  return [t for t in tokens if t]
+  return [(t, t.encode("ascii", "ignore").decode("ascii")) for t in _WORD.findall(text)]
+
+
+def tokenize(text: str) -> list[str]:
+  return [a for _, a in _typed_and_ascii(text) if a]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,10 +191,16 @@ def encode_texts(vocab: Vocabulary, texts: Sequence[str], words_num: int,
   lens = np.zeros(len(texts), np.int32)
   for n, text in enumerate(texts):
     where = names[n] if names is not None else f"caption {n}"
-    known, unknown = vocab.encode(tokenize(text))
+    pairs = _typed_and_ascii(text)
+    stripped = [f"{t!r} -> {a!r}" for t, a in pairs if t != a]
+    if stripped:  # the official tokenizer keeps ASCII only, inside words too
+      warnings.warn(f"{where} {text!r}: non-ASCII letters dropped: {', '.join(stripped)}",
+                    stacklevel=2)
+    typed = {a: t for t, a in pairs}
+    known, unknown = vocab.encode([a for _, a in pairs if a])
     if unknown:
       warnings.warn(f"{where} {text!r}: unknown words dropped: "
-                    f"{', '.join(sorted(set(unknown)))}", stacklevel=2)
+                    f"{', '.join(sorted({typed.get(w, w) for w in unknown}))}", stacklevel=2)
     if not known:
       raise ValueError(f"{where} {text!r} has no word of the vocabulary")
     if len(known) > words_num:

@@ -1,0 +1,34 @@
+"""Checkpoint retention and "best": metrics ranked after a restart."""
+
+import jax.numpy as jnp
+
+from mirrorgan_jax.checkpointing import PhaseCheckpoints
+
+
+def _save(ckpt, step, metric):
+  ckpt.save(step, {"x": jnp.full((2,), float(step))}, {"iteration": step}, metric=metric)
+
+
+def test_best_is_ranked_by_metric_across_restarts(tmp_path):
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
+  for step, metric in ((1, 5.0), (2, 1.0), (3, 3.0)):
+    _save(ckpt, step, metric)
+  assert ckpt.best_step() == 2
+  ckpt.close()
+  # A fresh manager (a restarted run) reads the metrics back from disk ...
+  again = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
+  assert again.best_step() == 2
+  # ... and keeps the best while newer, worse checkpoints push out the old ones.
+  for step, metric in ((4, 4.0), (5, 6.0)):
+    _save(again, step, metric)
+  assert again.steps() == [2, 4, 5]
+  assert again.best_step() == 2
+  again.close()
+
+
+def test_a_checkpoint_without_metric_is_never_best(tmp_path):
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False)
+  _save(ckpt, 1, 2.0)
+  _save(ckpt, 2, None)
+  assert ckpt.best_step() == 1
+  ckpt.close()
