@@ -206,6 +206,11 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
         f"{restored.path}: converted without STREAM weights (it can sample, not train): "
         f"convert your CAPTION_CNN/CAPTION_RNN into {run.workdir} (python -m "
         f"mirrorgan_jax.convert stream ...) and convert the generator again")
+  if restored is not None and restored.meta.get("complete") and restored.meta["iteration"] < total:
+    # The phase was asked for more iterations than it finished with: go on.
+    logging.warning("%s: complete at iteration %d; continuing to %d", phase,
+                    restored.meta["iteration"], total)
+    restored = dataclasses.replace(restored, meta={**restored.meta, "complete": False})
   if restored is not None and restored.meta.get("complete"):
     logging.warning("%s: complete at %s, skipped", phase, restored.path)
     ckpt.close()

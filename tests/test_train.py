@@ -104,6 +104,26 @@ def test_resume_is_exact_mid_phase_across_phases_and_across_growth(whole, tmp_pa
     assert_bitwise_equal(out[phase], expected[phase])
 
 
+def test_more_steps_continue_a_complete_phase(whole, tmp_path):
+  """A finished damsm phase asked for one more iteration goes on from where it
+  stopped (and ends equal to an uninterrupted run of that length); asked for
+  fewer, it is skipped."""
+  _, expected = whole
+  c = growth_config()
+  c.train.phases = "damsm"
+  c.damsm.num_steps = 1
+  workdir = str(tmp_path)
+  trainer.run(c, workdir)
+  c.damsm.num_steps = 2  # the whole run's
+  out = trainer.run(c, workdir)
+  assert_bitwise_equal(out["damsm"], expected["damsm"])
+  steps = [x["step"] for x in metric_lines(workdir) if x["phase"] == "damsm" and "skipped" in x]
+  assert steps == [1, 2]
+  c.damsm.num_steps = 1
+  again = trainer.run(c, workdir)
+  assert_bitwise_equal(again["damsm"], expected["damsm"])  # skipped: nothing trained
+
+
 def test_restore_onto_another_number_of_devices(whole, tmp_path):
   _, expected = whole
   c = growth_config()
