@@ -85,13 +85,16 @@ class PhaseCheckpoints:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, abstract_for: Callable[[dict], PyTree],
-              data_iter=None, step: int | None = None) -> Restored | None:
+              data_iter=None, step: int | None = None,
+              set_aside: bool = True) -> Restored | None:
     """The newest checkpoint that restores, or None when there is none.
 
     `abstract_for(meta)` gives the state's structure (ShapeDtypeStructs with
     shardings, e.g. for this run's mesh, which may differ from the saving run's).
     With `data_iter`, the iterator's state is set from the checkpoint too.
-    With `step`, that checkpoint only: damaged is an error, not a fallback."""
+    With `step`, that checkpoint only: damaged is an error, not a fallback.
+    `set_aside=False` leaves damaged ones where they are (readers such as
+    generate and evaluate do not rearrange a run's folder)."""
     self.manager.reload()
     failures = []
     for step in ([step] if step is not None else reversed(self.steps())):
@@ -114,8 +117,9 @@ class PhaseCheckpoints:
         failures.append(msg)
         continue
       if failures:
-        logging.warning("resuming from %s, the newest good checkpoint", self.path(step))
-        self._set_aside(s for s in self.steps() if s > step)
+        logging.warning("using %s, the newest good checkpoint", self.path(step))
+        if set_aside:
+          self._set_aside(s for s in self.steps() if s > step)
       return Restored(step, out["state"], dict(out["meta"]), self.path(step))
     if failures:
       raise CheckpointError("no checkpoint could be restored:\n  " + "\n  ".join(failures))

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax import factory, parallel, summaries, trained
+from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data import image_ops, shapes_scorer, sources
 from mirrorgan_jax.data.vocab import encode_caption
@@ -364,7 +365,7 @@ def main(argv=None) -> int:
                       inception_weights=args.inception_weights, fid_stats=args.fid_stats,
                       data_dir=args.data_dir, batch_size=args.batch_size,
                       damsm_weights=args.damsm_weights)
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(format_table(report))

@@ -51,9 +51,12 @@ def locate(path: str, phase: str) -> Checkpoint:
     return locate(workdir, phase)  # e.g. the damsm phase of a gan checkpoint's run
   if name == phase or step is not None:
     return Checkpoint(None, path, step)
-  raise FileNotFoundError(
-      f"{path}: not a workdir with checkpoints/{phase}, nor a {phase} checkpoint folder "
-      f"or step; has the {phase} phase been trained there?")
+  raise FileNotFoundError(_no_checkpoint(path, phase))
+
+
+def _no_checkpoint(path: str, phase: str) -> str:
+  return (f"{path}: not a workdir with checkpoints/{phase}, nor a {phase} checkpoint folder "
+          f"or step; has the {phase} phase been trained there?")
 
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
@@ -100,13 +103,12 @@ def restore(path: str, phase: str, *, which: str = "latest", mesh=None) -> Resto
   ckpt = PhaseCheckpoints(loc.directory, async_save=False)
   try:
     steps = ckpt.steps()
-    if not steps:
-      raise CheckpointError(f"{loc.directory}: no {phase} checkpoint")
+    if not steps:  # an empty folder says the same as a missing one
+      raise FileNotFoundError(_no_checkpoint(loc.directory, phase))
     step = loc.step
-    if step is None:
-      step = ckpt.best_step() if which == "best" else None
-      step = steps[-1] if step is None else step
-    if step not in steps:
+    if step is None and which == "best":
+      step = ckpt.best_step()
+    if step is not None and step not in steps:
       raise CheckpointError(f"{ckpt.path(step)}: not a finished checkpoint "
                             f"(finished: {steps})")
     key = jax.random.key(0)
@@ -118,7 +120,9 @@ def restore(path: str, phase: str, *, which: str = "latest", mesh=None) -> Resto
               "key": jax.ShapeDtypeStruct(key.shape, key.dtype,
                                           sharding=parallel.replicated(mesh))}
 
-    out = ckpt.restore(abstract_for, step=step)
+    # The newest (no step named) falls back to an older one when damaged,
+    # as training does; a step asked for by name or as "best" must restore.
+    out = ckpt.restore(abstract_for, step=step, set_aside=False)
   finally:
     ckpt.close()
   config = config_from_meta(out.meta)

@@ -4,6 +4,7 @@ during training."""
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -101,6 +102,34 @@ def test_generate_cli_checks_its_arguments_before_sampling(workdir, tmp_path, ca
   err = capsys.readouterr().err
   assert f"--out {out}: is a file, not a folder" in err and "--batch-size=-2: must be at least 1" in err
   assert out.read_bytes() == b"not a folder"
+
+
+def test_sampling_falls_back_from_a_damaged_newest_checkpoint(workdir, tmp_path, capsys):
+  """As training does: the newest checkpoint damaged (a metadata file deleted,
+  or a file truncated), the next older one is used, and nothing in the run's
+  folder is moved. An empty checkpoints/gan reads like a missing one."""
+  for damage in ("metadata", "truncate"):
+    copy = tmp_path / damage
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("eval", "tb", "samples"))
+    gan = copy / "checkpoints" / "gan"
+    steps = sorted(int(p.name) for p in gan.iterdir() if p.name.isdigit())
+    newest = gan / str(steps[-1])
+    if damage == "metadata":
+      os.remove(newest / "state" / "_METADATA")
+    else:
+      big = max((p for p in (newest / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+      big.write_bytes(big.read_bytes()[:big.stat().st_size // 2])
+    assert generate.TextToImage(str(copy)).step == steps[-2], damage
+    assert sorted(p.name for p in gan.iterdir()) == [str(s) for s in steps]
+  empty = tmp_path / "empty"
+  (empty / "checkpoints" / "gan").mkdir(parents=True)
+  (tmp_path / "none").mkdir()
+  for where in (empty, tmp_path / "none"):
+    assert generate.main(["--workdir", str(where), "--text", "a red circle", "--out",
+                          str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a workdir with checkpoints/gan" in err and "Traceback" not in err, err
 
 
 def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
