@@ -15,10 +15,9 @@ import pytest
 from mirrorgan_jax import convert as cv
 from mirrorgan_jax import factory, pretrain_steps, trainer
 from mirrorgan_jax.config_check import ConfigError
-from mirrorgan_jax.convert import backbones, commands, core, torch_pickle, torch_save, workdirs
+from mirrorgan_jax.convert import backbones, commands, core, torch_pickle, workdirs
 from mirrorgan_jax.data.vocab import CaptionsPickle, Vocabulary, save_captions_pickle
 from mirrorgan_jax.generate import TextToImage
-from tests.seeded_torch_state import seeded_state
 from tests.test_convert import FIXTURES, small_config
 from tests.test_torch_parity import Fixture
 
