@@ -78,7 +78,7 @@ def get_config():
   config.damsm.gamma2 = 5.0
   config.damsm.gamma3 = 10.0
   # Deviation when True (shapes only): each DAMSM batch pairs every image with a
-  # near miss, the same scene with one named thing changed (README, "The default job").
+  # near miss, the same scene with one named thing changed (docs/shapes_default_job.md).
   config.damsm.near_misses = False
   config.damsm.weights = ""  # a workdir or checkpoint holding pretrained DAMSM: skip the phase
 

@@ -1,7 +1,7 @@
 """The embedded `shapes` dataset (../shared/specs/shapes.md): the default
 job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
 images correctly: shape 0.987 on real ones) keep a GAN iteration near 0.17 s,
-so all three phases fit about 18.5 minutes there. README, "The default job",
+so all three phases fit about 18.5 minutes there. docs/shapes_default_job.md
 has the measurements behind each value that differs from birds.py."""
 
 import ml_collections
@@ -35,7 +35,7 @@ def get_config():
   # Deviation: the sentence code is scaled to unit RMS before conditioning
   # augmentation. DAMSM's cosine losses leave its scale free, and this small
   # encoder's codes have norm ~1, so the CA mean started ~0.03 against unit
-  # noise and the first stage barely saw the text (README, "The default job":
+  # noise and the first stage barely saw the text (docs/shapes_default_job.md:
   # with it, 1 - mean accuracy after 1,000 GAN iterations 0.37 instead of 0.59).
   config.model.ca_normalize_input = True
 
@@ -46,13 +46,13 @@ def get_config():
   # objects' colours swapped, or the one object's shape changed). With random
   # batches such negatives are rare and DAMSM learnt neither word order nor
   # circle against square; with them the default job's relation went from
-  # 0.55 to 0.89 and shape from 0.47 to 0.53 (README, "The default job").
+  # 0.55 to 0.89 and shape from 0.47 to 0.53 (docs/shapes_default_job.md).
   config.damsm.near_misses = True
   config.stream.batch_size = 32
   config.stream.num_steps = 2_000
   config.gan.num_steps = 3_800
   # Deviation: Adam 4e-4 for G and each D instead of 2e-4. Measured on this
-  # dataset (README, "The default job"): after 1,000 GAN iterations the
+  # dataset (docs/shapes_default_job.md): after 1,000 GAN iterations the
   # alignment metric is 0.64 at 4e-4 against 0.79 at 2e-4 (lower is better).
   config.optim.g_lr = 4e-4
   config.optim.d_lr = 4e-4

@@ -132,11 +132,8 @@ class _DamsmCodes:
               f"R-precision needs the DAMSM encoders: no checkpoints/damsm under {location}, "
               f"config.damsm.weights is empty and --damsm-weights was not given") from None
         restored = trained.restore(t2i.config.damsm.weights, "damsm", mesh=t2i.mesh)
-    rows = np.shape(restored.state.text.params["embedding"]["embedding"])[0]
-    if rows != len(t2i.vocab.words):
-      raise ValueError(f"{restored.path}: the DAMSM text encoder has {rows} embedding rows, "
-                       f"the run's vocabulary {len(t2i.vocab.words)} words: not the same "
-                       f"vocabulary")
+    t2i.vocab.check_size(np.shape(restored.state.text.params["embedding"]["embedding"])[0],
+                         f"the DAMSM text encoder of {restored.path}")
     if restored.workdir and os.path.exists(os.path.join(restored.workdir,
                                                          trained.VOCABULARY_FILE)):
       theirs = trained.load_vocabulary(restored.workdir, restored.config)

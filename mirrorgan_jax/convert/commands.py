@@ -1,10 +1,10 @@
 """What `python -m mirrorgan_jax.convert KIND FILE... --out PATH` does, as a
 function (`__main__` parses the flags): convert, check, write."""
 
-import json
 import os
 
 from mirrorgan_jax import convert as cv
+from mirrorgan_jax import trained
 from mirrorgan_jax.convert import backbones, torch_pickle, workdirs
 from mirrorgan_jax.data import vocab as vocab_lib
 from mirrorgan_jax.metrics import inception_net
@@ -48,7 +48,7 @@ def convert(kind: str, files: list[str], config, out: str, vocab: str | None = N
     text = cv.from_torch("text_encoder", states[0], config)
     image = cv.from_torch("image_encoder", states[1], config)
     return [workdirs.write_damsm(out, config, text, image, words, sources),
-            os.path.join(out, "vocabulary.json")]
+            os.path.join(out, trained.VOCABULARY_FILE)]
   if kind == "stream":
     config.text.vocab_size = _rows(states[1], "embed.weight", files[1])
     variables = cv.from_torch("captioner", states, config)
@@ -69,8 +69,6 @@ def _rows(state: dict, name: str, path: str) -> int:
 
 def _damsm_rows(out: str, default: int) -> int:
   """The vocabulary size of the damsm phase converted into `out`, if any."""
-  path = os.path.join(out, "vocabulary.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return len(json.load(f)["words"])
+  if os.path.exists(os.path.join(out, trained.VOCABULARY_FILE)):
+    return len(trained.load_vocabulary(out, None))
   return default

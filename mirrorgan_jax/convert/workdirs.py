@@ -16,7 +16,6 @@ state, `converted_from` naming the files), so `config.damsm.weights=<out>`,
   discriminators  D_NET64/128/256: into <out>'s newest gan checkpoint
 """
 
-import hashlib
 import json
 import os
 
@@ -24,22 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import factory, gan_state, param_groups, pretrain_steps, trained
+from mirrorgan_jax import factory, gan_state, param_groups, pretrain_steps, trained, trainer
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
 from mirrorgan_jax.gan_state import GANState, NetState
+from mirrorgan_jax.metrics import inception_net
 
-PHASES = ("damsm", "stream", "gan")  # as trainer.PHASES: the run key of phase i is fold_in(seed, i)
 
 
 def file_label(path) -> str:
   """`name (sha256 0123456789ab)`: which file a network came from."""
   if not isinstance(path, (str, os.PathLike)):
     return "a state dict"
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return f"{os.path.basename(os.fspath(path))} (sha256 {h.hexdigest()[:12]})"
+  return f"{os.path.basename(os.fspath(path))} (sha256 {inception_net.file_digest(path)})"
 
 
 def _device(tree):
@@ -53,7 +48,8 @@ def _save(out: str, phase: str, config, state, step: int, complete: bool,
   try:
     if step in ckpt.steps():
       ckpt.manager.delete(step)
-    key = jax.random.fold_in(jax.random.key(config.seed), PHASES.index(phase))
+    # The run's key of this phase, as train.py makes it.
+    key = jax.random.fold_in(jax.random.key(config.seed), trainer.PHASES.index(phase))
     meta = {"phase": phase, "iteration": step, "stages": config.model.num_stages if
             phase == "gan" else 0, "complete": complete, "metric": None, "metrics": {},
             "config": json.loads(config.to_json_best_effort()),

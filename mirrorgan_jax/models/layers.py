@@ -144,7 +144,7 @@ class Conv(nn.Module):
     if self.upsample:
       if (self.kernel, self.stride, self.padding) != (3, 1, 1):
         raise ValueError("Conv(upsample=True) is for 3x3 kernels, stride 1, padding 1")
-      # Fused on CPU, where it was measured (README, "Benchmark");
+      # Fused on CPU, where it was measured (docs/benchmarks.md);
       # other backends keep the direct form until it is measured there.
       y = (upsample_conv3x3(x, w) if jax.default_backend() == "cpu"
            else conv2d(upsample_nearest(x), w, 1, 1))

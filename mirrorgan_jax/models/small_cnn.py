@@ -35,8 +35,8 @@ class SmallCNN(nn.Module):
   input gets coordinate channels, and the global feature is the flattened map
   rather than its average. A translation-equivariant trunk ending in an
   average pool hardly sees *where* things are, and the captioner and DAMSM
-  then cannot teach the generator position and relation words (README,
-  "The default job").
+  then cannot teach the generator position and relation words
+  (docs/shapes_default_job.md).
   """
   widths: Sequence[int] = (32, 64, 128, 256)
   dtype: Dtype = jnp.float32
