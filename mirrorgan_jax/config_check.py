@@ -1,6 +1,8 @@
 """Validation of a configuration before anything is built: a value out of range
 is reported with its full field name, the value and what is allowed."""
 
+import os
+import re
 from typing import Any, Callable
 
 DTYPES = ("float32", "bfloat16")
@@ -147,3 +149,203 @@ def _check_shapes(r) -> None:
 def stage_sizes(config) -> tuple[int, ...]:
   """Image side of every generator stage, e.g. (64, 128, 256)."""
   return tuple(config.model.base_size * 2**i for i in range(config.model.num_stages))
+
+
+# ---------------------------------------------------------------------------
+# Command-line mistakes: a config file, an override or a flag that cannot be
+# used, as one message naming it (absl and ml_collections raise deep inside
+# flag parsing, some of it while the flag is defined).
+
+
+def _type_words(value) -> str:
+  if isinstance(value, bool):
+    return "True or False"
+  if isinstance(value, int):
+    return "an integer"
+  if isinstance(value, float):
+    return "a number"
+  if isinstance(value, str):
+    return "a string"
+  if isinstance(value, (tuple, list)):
+    return "a tuple"
+  if hasattr(value, "keys"):
+    return "a group of fields"
+  return type(value).__name__
+
+
+def _leaf_paths(node, prefix: str = "") -> list[str]:
+  out = []
+  for key in node.keys():
+    value, path = node[key], f"{prefix}{key}"
+    out.append(path)
+    if hasattr(value, "keys") and not isinstance(value, type):
+      out.extend(_leaf_paths(value, path + "."))
+  return out
+
+
+def unknown_field(config, path: str, prefix: str = "config.", source: str = "") -> str | None:
+  """Why the dotted `path` (what follows --config.) names no field of `config`,
+  with the close field names (difflib); None when it names one. Fields are
+  written as `prefix` + path; `source` names where the config comes from."""
+  from ml_collections.config_flags import config_path  # pylint: disable=import-outside-toplevel
+  import difflib  # pylint: disable=import-outside-toplevel
+  try:
+    parts = config_path.split(path)
+  except ValueError:
+    return f"{prefix}{path} is not a field name"
+  source = f" in {source}" if source else ""
+  node, where = config, ""
+  for part in parts:
+    if isinstance(part, int) and isinstance(node, (tuple, list)):
+      if not -len(node) <= part < len(node):
+        return f"{prefix}{where}[{part}]: index out of range ({len(node)} items{source})"
+      node, where = node[part], f"{where}[{part}]"
+      continue
+    if not hasattr(node, "keys"):
+      return f"{prefix}{where} is {_type_words(node)}{source}, it has no field {part!r}"
+    if part in node:
+      node, where = node[part], f"{where}.{part}" if where else str(part)
+      continue
+    missing = f"{where}.{part}" if where else str(part)
+    names = sorted(str(k) for k in node.keys())
+    close = [f"{where}.{c}" if where else c
+             for c in difflib.get_close_matches(str(part), names, n=3, cutoff=0.6)]
+    if not close:  # the same name in another group: g_lr -> optim.g_lr
+      close = [p for p in _leaf_paths(config) if p.rsplit(".", 1)[-1] == part]
+    if close:
+      return (f"{prefix}{missing} does not exist{source}; did you mean "
+              + " or ".join(prefix + c for c in close) + "?")
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    group = f"{prefix}{where}" if where else prefix.rstrip(".")
+    return f"{prefix}{missing} does not exist{source}; {group} has: {shown}"
+  return None
+
+
+def _config_argument(argv: list[str], flag: str) -> str | None:
+  """The last --config=FILE (or --config FILE) of `argv`, as absl reads it."""
+  found = None
+  for i, arg in enumerate(argv):
+    name, eq, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("-") or name != flag:
+      continue
+    if eq:
+      found = value
+    elif i + 1 < len(argv):
+      found = argv[i + 1]
+  return found
+
+
+def _overrides(argv: list[str], flag: str) -> list[str]:
+  out = []
+  for arg in argv:
+    m = re.match(rf"^--?(?:no)?{re.escape(flag)}\.([^=]*)", arg)
+    if m:
+      out.append(m.group(1))
+  return out
+
+
+def _load_config_file(spec: str):
+  """(config, None) from a config file spec ('file.py' or 'file.py:arg'), or
+  (None, why it cannot be loaded, without the file's name unless another file
+  is to blame). The config file's own bugs raise."""
+  import difflib  # pylint: disable=import-outside-toplevel
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import inspect  # pylint: disable=import-outside-toplevel
+  path, _, arg = spec.partition(":")
+  if not path:
+    return None, "no config file given"
+  if not os.path.exists(path):
+    here = os.path.dirname(path) or "."
+    names = sorted(f for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(here) else []
+    near = difflib.get_close_matches(os.path.basename(path), names, n=3)
+    hint = ("; did you mean " + " or ".join(os.path.join(os.path.dirname(path), n)
+                                             for n in near) + "?") if near else ""
+    relative = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+    return None, f"no such file{relative}{hint}"
+  if os.path.isdir(path):
+    return None, "a folder, not a config file"
+  try:
+    module_spec = importlib.util.spec_from_file_location("_config_to_diagnose", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    where = "" if e.filename == path else f"{e.filename}, "
+    return None, f"{where}line {e.lineno}: {e.msg}"
+  except OSError as e:
+    return None, f"cannot read it ({e.strerror or e})"
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    return None, "defines no get_config() (a config file returns its ConfigDict from it)"
+  args = [arg] if arg else []
+  try:
+    inspect.signature(get_config).bind(*args)
+  except TypeError:
+    return None, (f"get_config() takes no argument, got {arg!r} (after ':')" if arg
+                  else "get_config() needs an argument: --config FILE:ARGUMENT")
+  except ValueError:  # no signature to read: let the call tell
+    pass
+  config = get_config(*args)
+  if config is None:
+    return None, "get_config() returned None (a missing return?)"
+  return config, None
+
+
+def _field_value(config, path: str):
+  from ml_collections.config_flags import config_path  # pylint: disable=import-outside-toplevel
+  for part in config_path.split(path):
+    config = config[part]
+  return config
+
+
+def flag_error_message(error: BaseException, argv: list[str], default_config: str | None = None,
+                       flag: str | None = "config") -> str | None:
+  """One message for `error`, raised while absl parsed `argv` (with a config
+  flag `flag` from ml_collections whose default file is `default_config`; None:
+  no config flag), when it is the user's mistake: an unknown or misspelled
+  field, a value of the wrong type, a config file that is missing or broken, an
+  unknown or missing flag. None for anything else (a bug: its traceback is kept)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  try:
+    argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)
+  except flags.Error as e:
+    return str(e)
+  given = _config_argument(argv[1:], flag) if flag else None
+  spec = (given or default_config) if flag else None
+  option = f"--{flag} {spec}" + ("" if given else " (the default)")
+  config = None
+  if spec is not None:
+    try:
+      config, why = _load_config_file(spec)
+    except Exception:  # pylint: disable=broad-except  (a bug in the config file)
+      config, why = None, None
+    if why is not None:
+      return f"{option}: {why}"
+  if isinstance(error, (OSError, AttributeError, KeyError, IndexError, TypeError, ValueError)):
+    if config is None:
+      return None
+    for path in _overrides(argv[1:], flag):
+      why = unknown_field(config, path, f"--{flag}.", spec)
+      if why is not None:
+        return why
+    return None
+  if not isinstance(error, flags.Error):
+    return None
+  text = str(error)
+  m = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None", text)
+  if m:
+    return f"--{m.group(1)} is required"
+  m = flag and re.match(rf"flag --{re.escape(flag)}\.(\S+?)=(.*?): (.*)", text, re.S)
+  if m and config is not None:
+    path, value, reason = m.groups()
+    try:
+      current = _field_value(config, path)
+      want = _type_words(current)
+      if hasattr(current, "keys"):
+        want += f" (set them one by one: --{flag}.{path}.FIELD=VALUE)"
+      else:
+        want += f", like the config's {current!r}"
+    except Exception:  # pylint: disable=broad-except
+      want = "a value of the field's type"
+    reason = re.sub(r"^\('(.*?)', .*\)$", r"\1", reason.strip())  # absl's bool error
+    return f"--{flag}.{path}={value}: expected {want} ({reason})"
+  return text.removeprefix("flag ")

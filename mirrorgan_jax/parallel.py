@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mirrorgan_jax.config_check import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -33,7 +35,7 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
   if batch_size % mesh.size:
-    raise ValueError(f"config.{field} ({batch_size}) must be divisible by the "
+    raise ConfigError(f"config.{field} ({batch_size}) must be divisible by the "
                      f"number of devices in the mesh ({mesh.size})")
 
 

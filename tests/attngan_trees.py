@@ -156,3 +156,39 @@ def _write_captions_pickle(root, keys, per_image) -> list[str]:
   write_pickle(os.path.join(root, "captions.pickle"),
                [ids["train"], ids["test"], ixtoword, wordtoix])
   return [ixtoword[i] for i in range(len(ixtoword))]
+
+
+def break_birds(root, made) -> list[str]:
+  """Breaks a `make_birds` tree in one place per kind of problem the reader
+  checks (images, captions, pickles, boxes) and returns, for each, a part of
+  the line the report must hold for it."""
+  root = os.fspath(root)
+  train, test = made["keys"]["train"], made["keys"]["test"]
+  image = lambda key: os.path.join(root, "CUB_200_2011", "images", key + ".jpg")  # noqa: E731
+  text = lambda key: os.path.join(root, "text", key + ".txt")  # noqa: E731
+  with open(image(train[0]), "rb") as f:
+    data = f.read()
+  with open(image(train[0]), "wb") as f:  # a truncated JPEG
+    f.write(data[:len(data) // 2])
+  with open(image(train[1]), "w") as f:  # a text file named .jpg
+    f.write("this is not a picture\n")
+  open(image(test[0]), "wb").close()  # an empty file
+  os.remove(text(train[2]))  # a missing caption file
+  _write_text(text(train[3]), ["one caption", "", "and another"])  # too few captions
+  os.remove(text(train[4]))  # a folder where the caption file should be
+  os.makedirs(text(train[4]))
+  os.remove(os.path.join(root, "test", "class_info.pickle"))  # a missing split pickle
+  boxes = os.path.join(root, "CUB_200_2011", "bounding_boxes.txt")
+  with open(boxes) as f:
+    lines = f.read().splitlines()
+  lines[1] = "2 7.5 eight 60 50"  # a bounding box that is not numbers
+  _write_text(boxes, lines)
+  return [f"CUB_200_2011/images/{train[0]}.jpg: not a readable image",
+          f"CUB_200_2011/images/{train[1]}.jpg: not a readable image (no image format "
+          "recognised; it holds text)",
+          f"CUB_200_2011/images/{test[0]}.jpg: not a readable image (the file is empty)",
+          f"text/{train[2]}.txt: missing",
+          f"text/{train[3]}.txt: 2 non-empty captions, 10 needed",
+          f"text/{train[4]}.txt: a folder, not a file",
+          "test/class_info.pickle: missing (class ids)",
+          "CUB_200_2011/bounding_boxes.txt: line 2: not numbers: '2 7.5 eight 60 50'"]

@@ -1,6 +1,7 @@
 """Reading and validating CUB and COCO folders in the AttnGAN layout."""
 
 import os
+import shutil
 
 import pytest
 
@@ -98,6 +99,40 @@ def test_bad_metadata_files_are_named(tmp_path):
   assert "test/filenames.pickle: missing (image keys)" in msg
 
 
+def test_every_kind_of_problem_is_in_one_report(tmp_path):
+  # Images are decoded in the same run as the cheap checks: one report, every problem.
+  expected = trees.break_birds(tmp_path, trees.make_birds(tmp_path))
+  msg = _problems(tmp_path)
+  for line in expected:
+    assert line in msg
+  assert f": {len(expected)} problem(s) in the dataset folder" in msg
+  assert "no line for key" not in msg  # a bad box line is not a missing images.txt line
+  assert "PosixPath" not in msg and " object at 0x" not in msg  # paths, not reprs
+
+
+def test_a_missing_folder_is_one_problem(tmp_path):
+  made = trees.make_coco(tmp_path)
+  shutil.rmtree(tmp_path / "text")
+  (tmp_path / "images" / f"{made['keys']['test'][0]}.jpg").write_bytes(b"")
+  msg = _problems(tmp_path, "coco")
+  assert ": 2 problem(s)" in msg
+  assert "text: missing folder (the captions, <key>.txt)" in msg
+  assert f"images/{made['keys']['test'][0]}.jpg: not a readable image (the file is empty)" in msg
+
+
+def test_a_long_report_counts_the_rest_by_folder(tmp_path):
+  made = trees.make_birds(tmp_path)
+  ghosts = [f"003.Cowbird/Ghost_{i:04d}" for i in range(30)]
+  trees.write_pickle(tmp_path / "test" / "filenames.pickle", made["keys"]["test"] + ghosts)
+  trees.write_pickle(tmp_path / "test" / "class_info.pickle", [3] * 32)
+  msg = _problems(tmp_path)
+  # Each ghost: its image, its caption file, its images.txt line; and the pickle's count.
+  assert ": 91 problem(s)" in msg
+  assert ("\n  ... and 66 more: 22 in CUB_200_2011/images.txt, 22 in text/, "
+          "21 in CUB_200_2011/images/, 1 in captions.pickle") in msg
+  assert len(msg.splitlines()) == 1 + 25 + 1
+
+
 def test_class_ids_must_match_keys(tmp_path):
   trees.make_birds(tmp_path)
   trees.write_pickle(tmp_path / "train" / "class_info.pickle", [1, 2])
@@ -107,8 +142,11 @@ def test_class_ids_must_match_keys(tmp_path):
 def test_empty_or_absent_folder(tmp_path):
   with pytest.raises(DatasetTreeError, match="the folder is empty"):
     read_tree(tmp_path, "coco")
-  with pytest.raises(DatasetTreeError, match="not a folder"):
+  with pytest.raises(DatasetTreeError, match="nothing: no such folder"):
     read_tree(tmp_path / "nothing", "coco")
+  (tmp_path / "a_file").write_text("x")
+  with pytest.raises(DatasetTreeError, match="a_file: not a folder"):
+    read_tree(tmp_path / "a_file", "coco")
   with pytest.raises(ValueError, match="unknown dataset kind 'flowers'"):
     read_tree(tmp_path, "flowers")
 

@@ -22,43 +22,43 @@ be filled, or nothing is written.
 """
 
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
+from mirrorgan_jax import cli
 from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.convert.commands import convert
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/birds.py", "Sizes the networks.")
-flags.DEFINE_string("out", None, "Workdir (networks) or .npz (backbones) to write.")
-flags.DEFINE_string("vocab", None, "damsm: the captions.pickle the encoders were trained with.")
-flags.DEFINE_integer("step", 0, "generator: the iteration to record (continue counting).")
-flags.mark_flags_as_required(["out"])
+DEFAULT_CONFIG = cli.default_config("birds.py")
 
 
-def _usage(msg: str) -> int:
-  print(f"error: {msg}", file=sys.stderr)
-  return 2
+def _define_flags() -> None:
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Sizes the networks.")
+  flags.DEFINE_string("out", None, "Workdir (networks) or .npz (backbones) to write.")
+  flags.DEFINE_string("vocab", None, "damsm: the captions.pickle the encoders were trained with.")
+  flags.DEFINE_integer("step", 0, "generator: the iteration to record (continue counting).")
+  flags.mark_flags_as_required(["out"])
 
 
 def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   if len(argv) < 3:
-    return _usage("usage: python -m mirrorgan_jax.convert KIND FILE... --out PATH "
-                  "[--config CONFIG] (python -m mirrorgan_jax.convert --help)")
+    cli.fail("usage: python -m mirrorgan_jax.convert KIND FILE... --out PATH "
+             "[--config CONFIG] (python -m mirrorgan_jax.convert --help)")
   kind, files = argv[1], argv[2:]
   try:
     written = convert(kind, files, FLAGS.config, os.path.expanduser(FLAGS.out), FLAGS.vocab,
                       FLAGS.step)
   except (ValueError, OSError, CheckpointError) as e:
-    return _usage(str(e))
+    cli.fail(str(e))
   for path in written:
     print(f"wrote {path}")
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.config_flags_parser(
+      _define_flags, DEFAULT_CONFIG, "python -m mirrorgan_jax.convert"))

@@ -20,7 +20,10 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import re
 from typing import Sequence
+
+from PIL import UnidentifiedImageError
 
 from mirrorgan_jax.data import image_ops, safe_pickle
 from mirrorgan_jax.data.vocab import (CaptionsPickle, Vocabulary, load_captions_pickle,
@@ -70,28 +73,42 @@ class Tree:
 
 
 class _Problems:
+  """Every problem found, each with its file; one report at the end."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, folders: Sequence[str] = ()):
     self.root = root
-    self.items: list[str] = []
+    self.folders = tuple(folders)  # where many problems are summarised by count
+    self.items: list[tuple[str, str]] = []
 
   def add(self, path: str, message: str) -> None:
-    self.items.append(f"{os.path.relpath(path, self.root)}: {message}")
+    self.items.append((os.path.relpath(os.fspath(path), self.root), message))
+
+  def _group(self, rel: str) -> str:
+    for folder in self.folders:
+      if rel == folder or rel.startswith(folder + os.sep):
+        return folder + os.sep
+    return rel
 
   def raise_if_any(self) -> None:
     if not self.items:
       return
-    shown = self.items[:MAX_LISTED]
-    more = len(self.items) - len(shown)
-    tail = f"\n  ... and {more} more" if more else ""
+    shown = [f"{rel}: {message}" for rel, message in self.items[:MAX_LISTED]]
+    rest = self.items[MAX_LISTED:]
+    if rest:
+      counts: dict[str, int] = {}
+      for rel, _ in rest:
+        counts[self._group(rel)] = counts.get(self._group(rel), 0) + 1
+      shown.append(f"... and {len(rest)} more: "
+                   + ", ".join(f"{n} in {where}" for where, n in counts.items()))
     raise DatasetTreeError(
         f"{self.root}: {len(self.items)} problem(s) in the dataset folder:\n  "
-        + "\n  ".join(shown) + tail)
+        + "\n  ".join(shown))
 
 
 def _load_list(path: str, problems: _Problems, what: str) -> list | None:
   if not os.path.isfile(path):
-    problems.add(path, f"missing ({what})")
+    problems.add(path, f"a folder, not a file ({what})" if os.path.isdir(path)
+                 else f"missing ({what})")
     return None
   try:
     obj = safe_pickle.load(path)
@@ -106,23 +123,30 @@ def _load_list(path: str, problems: _Problems, what: str) -> list | None:
 
 def _read_lines(path: str, problems: _Problems) -> list[str] | None:
   if not os.path.isfile(path):
-    problems.add(path, "missing")
+    problems.add(path, "a folder, not a file" if os.path.isdir(path) else "missing")
     return None
-  with open(path, "rb") as f:
-    # AttnGAN decodes as UTF-8; invalid bytes become U+FFFD, which tokenize()
-    # treats as the official code does.
-    return f.read().decode("utf-8", errors="replace").split("\n")
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    problems.add(path, f"cannot be read ({e.strerror or e})")
+    return None
+  # AttnGAN decodes as UTF-8; invalid bytes become U+FFFD, which tokenize()
+  # treats as the official code does.
+  return data.decode("utf-8", errors="replace").split("\n")
 
 
-def _cub_bboxes(root: str, problems: _Problems) -> dict[str, tuple[int, ...]]:
-  """key -> bbox, matching rows of bounding_boxes.txt to images.txt by line."""
+def _cub_bboxes(root: str, problems: _Problems) -> tuple[dict[str, tuple[int, ...]], set]:
+  """(key -> bbox, matching rows of bounding_boxes.txt to images.txt by line;
+  every key images.txt lists, a box found or not)."""
   images_txt = os.path.join(root, "CUB_200_2011", "images.txt")
   boxes_txt = os.path.join(root, "CUB_200_2011", "bounding_boxes.txt")
   names, boxes = _read_lines(images_txt, problems), _read_lines(boxes_txt, problems)
   if names is None or boxes is None:
-    return {}
+    return {}, set()
   names = [(n, line) for n, line in enumerate(names, 1) if line.strip()]
   boxes = [(n, line) for n, line in enumerate(boxes, 1) if line.strip()]
+  listed = {os.path.splitext(line.split()[1])[0] for _, line in names if len(line.split()) == 2}
   if len(names) != len(boxes):
     problems.add(boxes_txt, f"{len(boxes)} boxes for {len(names)} images in images.txt")
   out = {}
@@ -147,7 +171,7 @@ def _cub_bboxes(root: str, problems: _Problems) -> dict[str, tuple[int, ...]]:
       problems.add(boxes_txt, f"line {lb}: empty box {box}")
       continue
     out[os.path.splitext(parts[1])[0]] = box
-  return out
+  return out, listed
 
 
 def _captions(path: str, per_image: int, problems: _Problems) -> tuple[str, ...] | None:
@@ -163,21 +187,34 @@ def _captions(path: str, per_image: int, problems: _Problems) -> tuple[str, ...]
   return kept
 
 
+def _image_problem(path: str) -> str | None:
+  """Why the image at `path` cannot be used, or None."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    return f"cannot be read ({e.strerror or e})"
+  if not data:
+    return "not a readable image (the file is empty)"
+  try:
+    image_ops.decode_rgb(data, path)
+    return None
+  except ValueError as e:
+    if isinstance(e.__cause__, UnidentifiedImageError):
+      head = data[:64]
+      looks = ("; it holds text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+               else "")
+      return f"not a readable image (no image format recognised{looks})"
+    # No object reprs (PIL names its BytesIO): the message is about the file.
+    return re.sub(r" ?<[^<>]* object at 0x[0-9a-f]+>", "", str(e).removeprefix(f"{path}: "))
+
+
 def _check_images(paths: Sequence[str], problems: _Problems, workers: int) -> None:
-
-  def check(path):
-    try:
-      with open(path, "rb") as f:
-        image_ops.decode_rgb(f.read(), path)
-      return None
-    except (ValueError, OSError) as e:
-      return path, str(e).removeprefix(f"{path}: ")
-
   # PIL releases the GIL while decoding, so threads use every core.
   with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-    for bad in pool.map(check, paths, chunksize=64):
-      if bad:
-        problems.add(*bad)
+    for path, why in zip(paths, pool.map(_image_problem, paths, chunksize=64)):
+      if why:
+        problems.add(path, why)
 
 
 def find_captions_pickle(root: str, kind: str) -> str | None:
@@ -199,11 +236,21 @@ def read_tree(root: str | os.PathLike, kind: str, check_images: bool = True,
   layout = LAYOUTS[kind]
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   if not os.path.isdir(root):
-    raise DatasetTreeError(f"{root}: not a folder (the {kind} dataset in the AttnGAN layout)")
+    what = "not a folder" if os.path.exists(root) else "no such folder"
+    raise DatasetTreeError(f"{root}: {what} (expected the {kind} dataset in the AttnGAN "
+                           "layout)")
   if not os.listdir(root):
     raise DatasetTreeError(f"{root}: the folder is empty; expected the {kind} dataset "
                            "in the AttnGAN layout (see README, 'Real datasets')")
-  problems = _Problems(root)
+  problems = _Problems(root, (layout.image_dir, "text"))
+  # A missing folder is one problem, not one per key.
+  folders = {}
+  for name, what in ((layout.image_dir, "the images, <key>.jpg"),
+                     ("text", "the captions, <key>.txt")):
+    path = os.path.join(root, name)
+    folders[name] = os.path.isdir(path)
+    if not folders[name]:
+      problems.add(path, f"{'not a' if os.path.exists(path) else 'missing'} folder ({what})")
   pickle_path = find_captions_pickle(root, kind)
   captions_pickle = None
   if pickle_path is not None:
@@ -211,7 +258,7 @@ def read_tree(root: str | os.PathLike, kind: str, check_images: bool = True,
       captions_pickle = load_captions_pickle(pickle_path)
     except (ValueError, OSError) as e:
       problems.add(pickle_path, str(e).removeprefix(f"{pickle_path}: "))
-  bboxes = _cub_bboxes(root, problems) if layout.has_bbox else {}
+  bboxes, listed = _cub_bboxes(root, problems) if layout.has_bbox else ({}, set())
 
   keys, classes = {}, {}
   for split in SPLITS:
@@ -253,15 +300,16 @@ def read_tree(root: str | os.PathLike, kind: str, check_images: bool = True,
         problems.add(os.path.join(root, split, "filenames.pickle"), f"key {key!r} listed twice")
       seen.add(key)
       image = os.path.join(root, layout.image_dir, key + ".jpg")
-      if not os.path.isfile(image):
-        problems.add(image, f"missing (key {key!r} of {split}/filenames.pickle)")
-      else:
+      if os.path.isfile(image):
         image_paths.append(image)
-      if layout.has_bbox and bboxes and key not in bboxes:
+      elif folders[layout.image_dir]:
+        problems.add(image, f"missing (key {key!r} of {split}/filenames.pickle)")
+      if layout.has_bbox and listed and key not in listed:
         problems.add(os.path.join(root, "CUB_200_2011", "images.txt"),
                      f"no line for key {key!r} of {split}/filenames.pickle")
       texts[split].append(_captions(os.path.join(root, "text", key + ".txt"),
-                                    layout.captions_per_image, problems))
+                                    layout.captions_per_image, problems)
+                          if folders["text"] else None)
   if captions_pickle is not None:
     for split in keys:
       got = len(getattr(captions_pickle, split))
@@ -269,10 +317,9 @@ def read_tree(root: str | os.PathLike, kind: str, check_images: bool = True,
       if got != want:
         problems.add(pickle_path, f"{got} {split} captions, expected {want} "
                      f"({len(keys[split])} keys x {layout.captions_per_image})")
-  problems.raise_if_any()  # cheap checks first: no image decoding on a broken tree
-  if check_images:
-    _check_images(image_paths, problems, workers)
-    problems.raise_if_any()
+  if check_images:  # in the same report as the rest: one run shows every problem
+    _check_images(list(dict.fromkeys(image_paths)), problems, workers)
+  problems.raise_if_any()
 
   if captions_pickle is None:
     captions_pickle = _build_captions_pickle(texts)

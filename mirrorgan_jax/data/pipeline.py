@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from mirrorgan_jax import parallel
-from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.config_check import ConfigError, stage_sizes
 from mirrorgan_jax.data import image_ops, sources
 from mirrorgan_jax.data.vocab import VocabularyError, encode_caption
 
@@ -42,7 +42,7 @@ class _HostRows(grain.MapDataset):
                process_count: int):
     super().__init__(parent)
     if global_batch % process_count:
-      raise ValueError(f"config.batch_size ({global_batch}) must be divisible by the "
+      raise ConfigError(f"config.batch_size ({global_batch}) must be divisible by the "
                        f"number of processes ({process_count})")
     self._global, self._local = global_batch, global_batch // process_count
     self._offset = process_index * self._local

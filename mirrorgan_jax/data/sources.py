@@ -22,6 +22,11 @@ from mirrorgan_jax.data import image_ops, shapes, tfds_builders
 from mirrorgan_jax.data.vocab import PAD_WORD, Vocabulary, tokenize
 
 
+class DatasetNotPrepared(FileNotFoundError):
+  """The TFDS dataset a config names has not been written yet; the message says
+  how to prepare it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceExample:
   image: Image.Image  # RGB
@@ -103,7 +108,7 @@ class TfdsSource:
   def __init__(self, kind: str, split: str, data_dir: str):
     b = tfds_builders.builder(kind, data_dir)
     if not b.is_prepared():
-      raise FileNotFoundError(
+      raise DatasetNotPrepared(
           f"{b.data_dir}: the {kind} dataset is not prepared; run python -m "
           f"mirrorgan_jax.data.prepare --dataset={kind} --manual_dir=<your AttnGAN "
           f"{kind} folder> --data_dir={data_dir} (or set config.data.manual_dir)")

@@ -9,12 +9,25 @@ text and as ids of the captions pickle, and for CUB the bounding box. The
 vocabulary and every record's class id are in the dataset's metadata.
 """
 
+import logging
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 from mirrorgan_jax.data import attngan_tree
+
+
+class _NotYetPrepared(logging.Filter):
+  """Drops TFDS's warning that a dataset folder has no dataset_info.json: it
+  only means the dataset is not prepared yet, which `is_prepared` tells."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.msg != "Variant folder %s has no %s"
+
+
+absl_logging.get_absl_logger().addFilter(_NotYetPrepared())
 
 
 class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
@@ -26,6 +39,7 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
       "holding captions.pickle, train/, test/ and text/); see the project README.")
   check_images = True  # decode every image during validation
   workers = 8  # threads for that check
+  validated_tree = None  # the validated folder, when `prepare` has read it already
 
   def _info(self):
     layout = attngan_tree.LAYOUTS[self.KIND]
@@ -50,8 +64,8 @@ class _AttnganBuilder(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
-    tree = attngan_tree.read_tree(dl_manager.manual_dir, self.KIND,
-                                  check_images=self.check_images, workers=self.workers)
+    tree = self.validated_tree or attngan_tree.read_tree(
+        dl_manager.manual_dir, self.KIND, check_images=self.check_images, workers=self.workers)
     self.info.metadata.update(
         vocabulary=list(tree.vocab.words),
         vocabulary_file=os.path.basename(tree.vocab_file),
@@ -93,11 +107,50 @@ def builder(kind: str, data_dir: str) -> _AttnganBuilder:
   return BUILDERS[kind](data_dir=os.path.expanduser(data_dir), file_format="array_record")
 
 
+def _folders_to_create(b: _AttnganBuilder) -> list[str]:
+  """The folders TFDS makes while writing (innermost first) that do not exist yet."""
+  root = os.path.dirname(os.path.dirname(os.fspath(b.data_dir)))  # data_dir
+  downloads = os.path.join(root, "downloads")
+  candidates = [os.path.dirname(os.fspath(b.data_dir)), os.path.join(downloads, "extracted"),
+                downloads, root]
+  out, parent = [], root
+  while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
+    candidates.append(parent)
+    parent = os.path.dirname(parent)
+  for path in candidates:
+    if not os.path.exists(path) and path not in out:
+      out.append(path)
+  return out
+
+
+def _remove_if_empty(folders) -> None:
+  for path in folders:  # innermost first
+    try:
+      os.rmdir(path)  # only when empty: nothing written is removed
+    except OSError:
+      pass
+
+
 def prepare(kind: str, manual_dir: str, data_dir: str, check_images: bool = True,
             workers: int = 8) -> _AttnganBuilder:
-  """Validates `manual_dir` and writes the dataset under `data_dir` (once)."""
+  """Validates `manual_dir` and writes the dataset under `data_dir` (once).
+
+  The folder is validated before anything is created (a DatasetTreeError lists
+  every problem); a write that fails or is interrupted leaves no folder it made
+  behind (TFDS removes its incomplete copy; the empty folders around it go too).
+  """
   b = builder(kind, data_dir)
+  if b.is_prepared():
+    return b
+  manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+  b.validated_tree = attngan_tree.read_tree(manual_dir, kind, check_images=check_images,
+                                            workers=workers)
   b.check_images, b.workers = check_images, workers
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir)))
+  created = _folders_to_create(b)
+  try:
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
+  finally:
+    _remove_if_empty(created)  # also after success: TFDS's unused downloads/extracted
+    b.validated_tree = None
   return b

@@ -1,0 +1,105 @@
+"""Trains MirrorGAN: the damsm, stream and gan phases, resumable.
+
+  python train.py --config configs/shapes.py --workdir runs/shapes
+  python train.py --config configs/birds.py --workdir runs/birds \
+      --config.data.manual_dir=~/data/birds
+  python train.py --config configs/birds.py --workdir runs/birds --config.train.phases=gan
+
+  (installed: mirrorgan-train --config ... --workdir ...)
+
+Rerunning the same command resumes from the newest checkpoint; completed
+phases are skipped. SIGTERM or Ctrl-C saves a checkpoint and exits cleanly.
+A mistake in the command, the configuration or the dataset folder is one
+message naming the flag, field or file, and exit status 2. A checkpoint that
+cannot be written (read-only or full folder) is one message naming the
+folder, and exit status 1; the checkpoints already written are kept.
+"""
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from mirrorgan_jax import cli
+
+FLAGS = flags.FLAGS
+
+
+DEFAULT_CONFIG = cli.default_config("shapes.py")
+WRITE_FAILED = 1
+
+
+def _define_flags() -> None:
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Training configuration.")
+  flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go.")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def _workdir_problem(workdir: str) -> str | None:
+  """Why `workdir` cannot hold the run, or None; creates nothing."""
+  if not workdir.strip():
+    return "--workdir is empty"
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      return f"--workdir {workdir}: exists and is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+      return f"--workdir {workdir}: not writable"
+    return None
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    return f"--workdir {workdir}: cannot be created, {parent} is a file"
+  if not os.access(parent, os.W_OK | os.X_OK):
+    return f"--workdir {workdir}: cannot be created, {parent} is not writable"
+  return None
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: flags are --config=FILE, "
+          "--workdir=DIR and --config.FIELD=VALUE")
+  why = _workdir_problem(FLAGS.workdir)
+  if why:
+    cli.fail(why)
+  # pylint: disable=import-outside-toplevel
+  from mirrorgan_jax.config_check import ConfigError, check_config
+  try:
+    check_config(FLAGS.config)  # before jax starts (distributed reads the config)
+  except ConfigError as e:
+    cli.fail(str(e))
+  # Orbax and JAX log every checkpoint step at INFO; the run's own events
+  # (resume, skip, growth, stop) are warnings, the losses go to the bar and logs.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  from mirrorgan_jax import distributed
+  distributed.maybe_initialize(FLAGS.config)
+  # Imported after: jax.distributed must start before any array exists.
+  from mirrorgan_jax import trainer
+  from mirrorgan_jax.checkpointing import CheckpointError, CheckpointWriteError
+  from mirrorgan_jax.data.attngan_tree import DatasetTreeError
+  from mirrorgan_jax.data.sources import DatasetNotPrepared
+  from mirrorgan_jax.data.vocab import VocabularyError
+  try:
+    trainer.run(FLAGS.config, FLAGS.workdir)
+  except trainer.Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(0)
+  except CheckpointWriteError as e:
+    # Orbax's threads of a failed save never finish, and the interpreter would
+    # wait for them at exit forever: report, then leave at once.
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(WRITE_FAILED)  # pylint: disable=protected-access
+  # The user's configuration, dataset folder or checkpoints: the message, not a traceback.
+  except (ConfigError, DatasetTreeError, DatasetNotPrepared, VocabularyError,
+          CheckpointError) as e:
+    cli.fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.config_flags_parser(
+      _define_flags, DEFAULT_CONFIG, "python train.py"))
