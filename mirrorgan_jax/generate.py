@@ -134,8 +134,15 @@ def read_captions(path: str) -> list[str]:
 
 
 def write_samples(out: str, texts: Sequence[str], result: Samples, *,
-                  all_stages: bool = False, attention: bool = False) -> list[str]:
-  """PNGs as the CLI documents them; returns the paths written."""
+                  all_stages: bool = False, attention: bool = False,
+                  min_side: int = summaries.VIEW_MIN_SIDE) -> list[str]:
+  """PNGs as the CLI documents them; returns the paths written.
+
+  The samples (<n>.png, <n>_stage<s>.png) are the model's pixels at its
+  resolution: what evaluation reads. The views for people (<n>_stages.png,
+  every stage side by side; <n>_attention[_stage<s>].png) are scaled to at
+  least `min_side` pixels an image (nearest neighbour, integer factor) with
+  the caption beside them, drawn by the functions the training samples use."""
   os.makedirs(out, exist_ok=True)
   n, k = result.images[-1].shape[:2]
   written = []
@@ -154,15 +161,16 @@ def write_samples(out: str, texts: Sequence[str], result: Samples, *,
       if all_stages:
         for s, stage in enumerate(result.images):
           save(stage[i, j], f"{stem}_stage{s}.png")
+        save(summaries.image_grid([[stage[i, j] for stage in result.images]], [texts[i]],
+                                  min_side=min_side), f"{stem}_stages.png")
       if attention and refinements:
         words = result.words[i]
         shown = range(refinements) if all_stages else [refinements - 1]
         for a in shown:
           s = first_refined + a
-          image = result.images[s][i, j]
           overlay = summaries.attention_overlay(
-              image, result.attention[a][i, j, :len(words)], words,
-              cell=max(image.shape[0], 64))  # room for the words under small images
+              result.images[s][i, j], result.attention[a][i, j, :len(words)], words, texts[i],
+              min_side=min_side)
           suffix = f"_attention_stage{s}" if all_stages else "_attention"
           save(overlay, f"{stem}{suffix}.png")
   with open(os.path.join(out, "captions.txt"), "w", encoding="utf-8") as f:
@@ -185,9 +193,11 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--samples", type=int, default=1, help="images per caption")
   parser.add_argument("--all-stages", action="store_true",
-                      help="also write every stage's image (<n>_stage<s>.png)")
+                      help="also write every stage's image (<n>_stage<s>.png) and a view of "
+                           "them side by side, enlarged, with the caption (<n>_stages.png)")
   parser.add_argument("--attention", action="store_true",
-                      help="also write word-attention overlays (<n>_attention.png)")
+                      help="also write word-attention maps, enlarged, with the caption "
+                           "(<n>_attention.png)")
   parser.add_argument("--batch-size", type=int, default=None)
   args = parser.parse_args(argv)
   # Arguments first: nothing is sampled for an output that cannot be written.

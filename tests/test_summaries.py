@@ -1,4 +1,5 @@
-"""The logging layer: files on disk (and none when disabled), image helpers."""
+"""The logging layer: files on disk (and none when disabled), image helpers
+(grids and attention maps scaled for viewing, captions beside them)."""
 
 import glob
 import json
@@ -6,8 +7,11 @@ import math
 import os
 import struct
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 from tensorboardX.proto import event_pb2
 
 from mirrorgan_jax import summaries
@@ -78,7 +82,7 @@ def test_disabled_run_log_creates_nothing(tmp_path):
   workdir = tmp_path / "run"
   with summaries.RunLog(str(workdir), "pretrain", False) as log:
     log.scalars(0, {"loss": 1.0})
-    log.images(0, "x", np.zeros((4, 4, 3), np.uint8))
+    log.images(0, "x", np.zeros((4, 4, 3), np.uint8), png=str(workdir / "samples" / "x.png"))
     log.flush()
   summaries.write_run_info(str(workdir), '{"a": 1}', False)
   assert not workdir.exists() and _tree(tmp_path) == []
@@ -107,26 +111,113 @@ def test_version_of_a_missing_package():
   assert summaries._version("surely-not-a-package-xyz") == "not installed"
 
 
+def _blocks(image, f):
+  """Nearest-neighbour upscaling by an integer factor: each pixel an f x f block."""
+  return np.repeat(np.repeat(image, f, 0), f, 1)
+
+
+def test_run_log_png_is_the_tensorboard_image(tmp_path):
+  rows = [[np.random.default_rng(r).integers(0, 256, (s, s, 3), np.uint8) for s in (16, 32)]
+          for r in range(2)]
+  grid = summaries.image_grid(rows, ["a big red circle on the left", ""])
+  png = tmp_path / "samples" / "0000005_grid.png"
+  with summaries.RunLog(str(tmp_path), "gan", True) as log:
+    log.images(5, "samples/stages", grid, png=str(png))
+  np.testing.assert_array_equal(np.asarray(Image.open(png)), grid)
+  images = [(e.step, v.tag, v.image) for e in _events(str(tmp_path / "tb" / "gan"))
+            for v in e.summary.value if v.HasField("image")]
+  assert [(step, tag) for step, tag, _ in images] == [(5, "samples/stages")]
+  shown = np.asarray(Image.open(io.BytesIO(images[0][2].encoded_image_string)).convert("RGB"))
+  np.testing.assert_array_equal(shown, grid)
+
+
+def test_view_factor():
+  assert [summaries.view_factor(s) for s in (1, 16, 32, 48, 64, 100, 127, 128, 256)] == [
+      128, 8, 4, 3, 2, 2, 2, 1, 1]
+  assert summaries.view_factor(32, 200) == 7 and summaries.view_factor(32, 0) == 1
+  assert summaries.VIEW_MIN_SIDE == 128
+
+
 def test_image_grid_mixed_sizes():
   rng = np.random.default_rng(1)
   sizes = [(16, 16), (32, 32), (64, 64)]
   rows = [[rng.integers(0, 256, (h, w, 3), np.uint8) for h, w in sizes] for _ in range(2)]
-  grid = summaries.image_grid(rows, pad=2)
+  grid = summaries.image_grid(rows, pad=2, min_side=0)  # 1:1: the largest image sets the cell
   assert grid.dtype == np.uint8
   assert grid.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)
   # Row 1, column 0: the 16x16 image, each pixel a 4x4 block.
   y, x = 2 + 1 * (64 + 2), 2
-  np.testing.assert_array_equal(grid[y:y + 64, x:x + 64],
-                                np.repeat(np.repeat(rows[1][0], 4, 0), 4, 1))
+  np.testing.assert_array_equal(grid[y:y + 64, x:x + 64], _blocks(rows[1][0], 4))
   # Row 0, column 2: the largest image as it is.
   x = 2 + 2 * (64 + 2)
   np.testing.assert_array_equal(grid[2:66, x:x + 64], rows[0][2])
   assert (grid[:2] == 128).all() and (grid[:, 66:68] == 128).all()
 
 
+def test_image_grid_scales_small_images_to_min_side_by_nearest():
+  """The shapes default's 16 and 32 px stages: cells of 128 px, each pixel
+  of a 32 px image a 4x4 block and of a 16 px image an 8x8 block."""
+  rng = np.random.default_rng(3)
+  rows = [[rng.integers(0, 256, (s, s, 3), np.uint8) for s in (16, 32)] for _ in range(3)]
+  grid = summaries.image_grid(rows, pad=2)
+  assert grid.shape == (3 * 128 + 4 * 2, 2 * 128 + 3 * 2, 3)
+  for r in range(3):
+    y = 2 + r * (128 + 2)
+    np.testing.assert_array_equal(grid[y:y + 128, 2:130], _blocks(rows[r][0], 8))
+    np.testing.assert_array_equal(grid[y:y + 128, 132:260], _blocks(rows[r][1], 4))
+  # An integer factor: 48 px -> 144 (3x); a larger minimum; large images stay 1:1.
+  a48 = rng.integers(0, 256, (48, 48, 3), np.uint8)
+  np.testing.assert_array_equal(summaries.image_grid([[a48]], pad=0), _blocks(a48, 3))
+  np.testing.assert_array_equal(summaries.image_grid([[rows[0][1]]], pad=0, min_side=256),
+                                _blocks(rows[0][1], 8))
+  for side in (128, 200):
+    big = rng.integers(0, 256, (side, side, 3), np.uint8)
+    np.testing.assert_array_equal(summaries.image_grid([[big]], pad=0), big)
+
+
+def test_image_grid_writes_each_caption_beside_its_row():
+  image = np.full((32, 32, 3), 200, np.uint8)
+  captions = ["a big red circle on the left", "", None, "a small blue box"]
+  grid = summaries.image_grid([[image, image]] * 4, captions, pad=2)
+  width = summaries.CAPTION_WIDTH
+  text_x = 2 * 128 + 3 * 2
+  assert grid.shape == (4 * 128 + 5 * 2, text_x + width + 2, 3)
+  for r, caption in enumerate(captions):
+    y = 2 + r * (128 + 2)
+    strip = grid[y:y + 128, text_x:text_x + width]
+    np.testing.assert_array_equal(strip, summaries.caption_strip(caption, 128, width))
+    if caption:
+      assert (strip < 128).any(), r  # ink
+      assert (strip == 255).mean() > 0.8  # on white
+    else:
+      assert (strip == 255).all(), r
+  assert (grid[:, -2:] == 128).all() and (grid[:2] == 128).all()  # the frame
+  assert not (grid[1 * 130:1 * 130 + 2, text_x:] < 128).any()  # text stays in its row
+  with pytest.raises(ValueError, match="2 captions for 4 rows"):
+    summaries.image_grid([[image]] * 4, ["a", "b"])
+
+
+def test_wrap_caption():
+  font = summaries._font()
+  text = "this bird has a white belly and breast with a short pointy bill and brown wings"
+  lines = summaries.wrap_caption(text, 120, 10)
+  assert len(lines) > 1 and " ".join(lines) == text  # broken between words only
+  assert all(font.getlength(line) <= 120 for line in lines)
+  cut = summaries.wrap_caption(text, 120, 2)
+  assert len(cut) == 2 and cut[0] == lines[0] and cut[1].endswith("...")
+  assert font.getlength(cut[1]) <= 120
+  long = summaries.wrap_caption("a " + "x" * 60 + " b", 50, 10)
+  assert "".join(long[1:-1]) == "x" * 60 and long[0] == "a" and long[-1] == "b"
+  assert all(font.getlength(line) <= 50 for line in long)
+  assert summaries.wrap_caption("", 50, 3) == [] and summaries.wrap_caption("a b", 50, 0) == ["a b"]
+  # A caption longer than its row has room for ends in "..." inside the strip.
+  strip = summaries.caption_strip(" ".join([text] * 5), 40, 128)
+  assert strip.shape == (40, 128, 3) and (strip < 128).any()
+
+
 def test_image_grid_ragged_rows_stay_grey():
   a = np.zeros((4, 4, 3), np.uint8)
-  grid = summaries.image_grid([[a, a], [a]], pad=1)
+  grid = summaries.image_grid([[a, a], [a]], pad=1, min_side=0)
   assert grid.shape == (11, 11, 3)
   assert (grid[6:10, 6:10] == 128).all() and (grid[6:10, 1:5] == 0).all()
 
@@ -159,25 +250,51 @@ def test_attention_overlay_layout_and_peaks():
   image = np.random.default_rng(2).integers(0, 64, (s, s, 3), np.uint8)  # dark: heat stands out
   out = summaries.attention_overlay(image, _planted_attention(t, 8, 8), ["bird", "wing"])
   band = summaries.label_band_height()
+  big = 128  # 32 px scaled by 4 to the default minimum of 128
   assert out.dtype == np.uint8
-  assert out.shape == (s + band, (1 + t) * s, 3)  # no gaps between panels
-  np.testing.assert_array_equal(out[:s, :s], image)
+  assert out.shape == (big + band, (1 + t) * big, 3)  # no gaps between panels, no caption
+  np.testing.assert_array_equal(out[:big, :big], _blocks(image, 4))  # nearest, exact blocks
   for word, hot in ((0, "tl"), (1, "br")):
-    panel = out[:s, (1 + word) * s:(2 + word) * s]
-    diffs = _quadrant_diffs(panel, image)
+    panel = out[:big, (1 + word) * big:(2 + word) * big]
+    diffs = _quadrant_diffs(panel, _blocks(image, 4))
     assert max(diffs, key=diffs.get) == hot, diffs
     assert diffs[hot] > 2 * min(diffs.values())
   # Labels: white under the image, ink under each word.
-  assert (out[s:, :s] == 255).all()
+  assert (out[big:, :big] == 255).all()
   for word in range(t):
-    label = out[s:, (1 + word) * s:(2 + word) * s]
+    label = out[big:, (1 + word) * big:(2 + word) * big]
     assert (label < 128).any()
 
 
-def test_attention_overlay_cell_and_checks():
-  image = np.full((64, 64, 3), 40, np.uint8)
-  out = summaries.attention_overlay(image, _planted_attention(3, 4, 4), ["a", "b", "c"], cell=24)
-  assert out.shape == (24 + summaries.label_band_height(), 4 * 24, 3)
+def test_attention_overlay_caption_beside_the_maps():
+  image = np.full((16, 16, 3), 40, np.uint8)
+  words = ["a", "red", "circle"]
+  out = summaries.attention_overlay(image, _planted_attention(3, 8, 8), words,
+                                    "a red circle on the left")
+  height = 128 + summaries.label_band_height()
+  assert out.shape == (height, 4 * 128 + summaries.CAPTION_WIDTH, 3)
+  np.testing.assert_array_equal(out[:128, :128], _blocks(image, 8))
+  strip = out[:, 4 * 128:]
+  np.testing.assert_array_equal(strip, summaries.caption_strip("a red circle on the left", height))
+  assert (strip < 128).any()
+  np.testing.assert_array_equal(  # the maps are those drawn without a caption
+      out[:, :4 * 128], summaries.attention_overlay(image, _planted_attention(3, 8, 8), words))
+  empty = summaries.attention_overlay(image, _planted_attention(3, 8, 8), words, "")
+  assert (empty[:, 4 * 128:] == 255).all()
+
+
+def test_attention_overlay_min_side_cell_and_checks():
+  image = np.random.default_rng(4).integers(0, 256, (64, 64, 3), np.uint8)
+  att = _planted_attention(3, 4, 4)
+  band = summaries.label_band_height()
+  for kwargs, side in (({}, 128), ({"min_side": 0}, 64), ({"min_side": 0, "cell": 24}, 64),
+                       ({"min_side": 0, "cell": 100}, 128), ({"min_side": 256}, 256)):
+    out = summaries.attention_overlay(image, att, ["a", "b", "c"], **kwargs)
+    assert out.shape == (side + band, 4 * side, 3), kwargs
+    np.testing.assert_array_equal(out[:side, :side], _blocks(image, side // 64))
+  big = np.random.default_rng(5).integers(0, 256, (256, 256, 3), np.uint8)
+  out = summaries.attention_overlay(big, att, ["a", "b", "c"])
+  np.testing.assert_array_equal(out[:256, :256], big)  # already large: 1:1
   with pytest.raises(ValueError, match="3 words"):
     summaries.attention_overlay(image, _planted_attention(2, 4, 4), ["a", "b", "c"])
 
