@@ -17,9 +17,11 @@ Restoring tries the newest checkpoint first; a damaged or partial one is
 reported with its path and the next older one is used.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -32,6 +34,28 @@ PyTree = Any
 
 class CheckpointError(RuntimeError):
   """No usable checkpoint where one was expected."""
+
+
+class CheckpointWriteError(CheckpointError):
+  """A checkpoint could not be written. Orbax's background threads of the
+  failed save may never finish (they wait for signals the failed step never
+  sends): a program should end with os._exit after reporting it."""
+
+
+def check_writable(directory: str) -> None:
+  """Creates `directory` and writes and removes a file in it: a read-only or
+  full folder is refused before any training, not at the first save."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=directory)
+    try:
+      os.write(fd, b"0")
+    finally:
+      os.close(fd)
+      os.remove(probe)
+  except OSError as e:
+    raise CheckpointWriteError(
+        f"{directory}: cannot write checkpoints here ({e.strerror or e})") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +101,20 @@ class PhaseCheckpoints:
       # Taken now, as JSON: a handler reading the iterator in the background
       # could see it after the training loop has moved it on.
       items["data_iter"] = ocp.args.JsonSave(data_iter.get_state())
-    self.manager.save(step, args=ocp.args.Composite(**items),
-                      metrics=None if metric is None else {"value": float(metric)},
-                      force=True)
+    with self._writing():  # also reports a failure of the previous save
+      self.manager.save(step, args=ocp.args.Composite(**items),
+                        metrics=None if metric is None else {"value": float(metric)},
+                        force=True)
+
+  @contextlib.contextmanager
+  def _writing(self):
+    """Orbax's failures of a (background) save, as one CheckpointWriteError."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointWriteError(
+          f"{self.directory}: a checkpoint could not be written ({type(e).__name__}: {e}); "
+          f"the checkpoints already there are kept") from e
 
   def meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -142,7 +177,12 @@ class PhaseCheckpoints:
     return self.manager.best_step()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self._writing():
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for the last save, then closes (even when that save failed)."""
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
