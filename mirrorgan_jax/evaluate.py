@@ -32,7 +32,7 @@ from mirrorgan_jax.data import image_ops, shapes_scorer, sources
 from mirrorgan_jax.data.vocab import encode_caption
 from mirrorgan_jax.generate import TextToImage
 from mirrorgan_jax.metrics import fid, inception_net, inception_score, r_precision
-from mirrorgan_jax.sampling import batched, example_keys
+from mirrorgan_jax.sampling import batched, example_keys, local_replica
 
 METRICS = ("is", "fid", "rprecision", "alignment")
 ALIGNMENT_SPLITS = ("test", "test_heldout")
@@ -202,13 +202,12 @@ class TrainingFid:
         self.real = fid.load_statistics(self.config.eval.fid_stats)
       else:
         self.real = real_statistics(self.net, self.source, self.config, self.cache)[:2]
-    local = jax.tree.map(lambda x: x.addressable_data(0), params)  # one replica, this host
     if sampler not in self._images:  # one compiled program per stage count
       self._images[sampler] = jax.jit(lambda *a: summaries.to_uint8(sampler(*a)[0][-1], jnp))
     images = self._images[sampler]
     feats = np.concatenate([
-        self.net(chunk)[0] for chunk in batched(images, jax.device_put(
-            local, parallel.replicated(self.mesh)), self.mesh, self.batch, self.caps.ids,
+        self.net(chunk)[0] for chunk in batched(
+            images, local_replica(params, self.mesh), self.mesh, self.batch, self.caps.ids,
             self.caps.lens, self.keys)])
     value = fid.frechet_distance(*fid.statistics(feats), *self.real)
     if not self.net.calibrated and self.is_main:

@@ -59,6 +59,13 @@ def make_sampler(models: Models, config) -> Callable:
   return sample
 
 
+def local_replica(params, mesh):
+  """This process's copy of replicated `params`, replicated over `mesh` (of
+  this process's devices): sampling then needs no other process."""
+  return jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), params),
+                        parallel.replicated(mesh))
+
+
 def batched(fn: Callable, params, mesh, batch_size: int, ids, lens, keys):
   """Runs `fn(params, ids, lens, keys)` over rows in batches of `batch_size`
   (a multiple of the mesh size; the last batch padded), the batch sharded

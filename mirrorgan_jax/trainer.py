@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from typing import Callable
@@ -23,14 +24,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
 from mirrorgan_jax import pretrain_steps, trained
-from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
+from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, check_writable
+from mirrorgan_jax.config_check import ConfigError
 from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
-from mirrorgan_jax.sampling import example_keys, make_sampler, sampling_params
+from mirrorgan_jax.sampling import batched, example_keys, local_replica, make_sampler
+from mirrorgan_jax.sampling import sampling_params
 
 PHASES = ("damsm", "stream", "gan")
 SAMPLE_CAPTIONS = 8  # rows of the sample grid
@@ -49,7 +51,7 @@ def parse_phases(text: str) -> tuple[str, ...]:
   names = tuple(p.strip() for p in text.split(",") if p.strip())
   unknown = [p for p in names if p not in PHASES]
   if unknown or not names:
-    raise ValueError(f"config.train.phases={text!r}: use a subset of {','.join(PHASES)}")
+    raise ConfigError(f"config.train.phases={text!r}: use a subset of {','.join(PHASES)}")
   return tuple(p for p in PHASES if p in names)
 
 
@@ -61,7 +63,7 @@ def stage_schedule(config) -> list[tuple[int, int]]:
   sched = [(int(s), int(k)) for s, k in config.gan.stages]
   if sched[0][0] != 0 or sched[-1][1] != n or any(
       b[0] <= a[0] or b[1] <= a[1] for a, b in zip(sched, sched[1:])) or sched[0][1] < 1:
-    raise ValueError(f"config.gan.stages={config.gan.stages!r}: steps must start at 0 and "
+    raise ConfigError(f"config.gan.stages={config.gan.stages!r}: steps must start at 0 and "
                      f"grow, stage counts grow and end at model.num_stages={n}")
   return sched
 
@@ -296,7 +298,6 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   finally:
     bar.close()
     log.close()
-    ckpt.wait()
     ckpt.close()
     if hasattr(data_iter, "close"):
       data_iter.close()
@@ -357,7 +358,8 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
   rows = np.shape(text_params["embedding"]["embedding"])[0]
   source_vocab.check_size(rows, "the DAMSM text encoder")
   text_params, stream_vars = _replicated_copy(mesh, (text_params, stream_vars))
-  test = _gan_eval_captions(config, mesh)
+  local_mesh = parallel.make_mesh(jax.local_devices())  # sampling: see _generate
+  test = _gan_eval_captions(config, local_mesh)
   metric = config.eval.train_metric
   if metric == "auto":
     metric = "alignment" if config.dataset == "shapes" else "fid"
@@ -394,14 +396,15 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
         samples=lambda s, it, log, sampler=sampler: _log_samples(
             s, it, log, sampler, test, source_vocab, run.workdir),
         report=(lambda s, it, log, sampler=sampler: _alignment_report(
-            s, it, log, sampler, config, mesh)) if config.dataset == "shapes" else None))
+            s, it, log, sampler, config, local_mesh)) if config.dataset == "shapes" else None))
   return segments
 
 
 def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT_CAPTIONS):
-  """Captions of `split` (ids, lengths, texts) for scoring and sample grids."""
+  """Captions of `split` (ids, lengths, texts) for scoring and sample grids:
+  the same on every process (each samples them all, see _generate)."""
   pc = phase_config(config, "gan")
-  source, ds = pipeline.from_config(pc, split, train=False)
+  source, ds = pipeline.from_config(pc, split, train=False, process_index=0, process_count=1)
   n = min(count, len(source) * source.captions_per_image)
   ids, lens, texts = [], [], []
   for b in range(-(-n // pc.batch_size)):
@@ -418,25 +421,17 @@ def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT
 
 
 def _generate(state, sampler, test, indices):
-  """EMA images for the test captions at `indices`, fixed seed, in batches."""
-  mesh, b = test["mesh"], test["batch"]
+  """EMA images for the test captions at `indices`, fixed seed, in batches.
+  Each process samples them all on its own devices (`test["mesh"]`) from its
+  replica of the state, so every process holds the whole result as numpy."""
   indices = np.asarray(indices)
-  images, attention = [], []
-  for i in range(0, len(indices), b):
-    ids, lens = test["ids"][indices[i:i + b]], test["lens"][indices[i:i + b]]
-    pad = b - len(ids)
-    ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
-    lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
-    rows = indices[i:i + b]
-    rows = np.concatenate([rows, np.repeat(rows[-1:], pad, 0)])
-    batch = parallel.global_batch(mesh, {"ids": ids, "lens": lens})
-    imgs, att = sampler(sampling_params(state), batch["ids"], batch["lens"],
-                        example_keys(jax.random.key(0), rows))
-    images.append([np.asarray(x)[:b - pad] for x in imgs])
-    attention.append([np.asarray(a)[:b - pad] for a in att])
-  stages = len(images[0])
-  return ([np.concatenate([c[s] for c in images]) for s in range(stages)],
-          [np.concatenate([c[s] for c in attention]) for s in range(len(attention[0]))])
+  mesh = test["mesh"]
+  chunks = list(batched(sampler, local_replica(sampling_params(state), mesh), mesh,
+                        test["batch"], test["ids"][indices], test["lens"][indices],
+                        example_keys(jax.random.key(0), indices)))
+  images, attention = zip(*chunks)
+  return ([np.concatenate(s) for s in zip(*images)],
+          [np.concatenate(a) for a in zip(*attention)])
 
 
 def alignment_scores(state, sampler, test) -> dict:
@@ -467,28 +462,24 @@ def _alignment_report(state, iteration, log, sampler, config, mesh) -> None:
 
 def _log_samples(state, iteration, log, sampler, test, vocab, workdir) -> None:
   """A grid (one caption of each of the first test images per row, every stage
-  across) and the word attention of the first caption, to TensorBoard and as
+  across) and the word attention of the first caption, enlarged for viewing
+  with each caption beside its row: to TensorBoard and, the same pictures, as
   PNGs in <workdir>/samples/ with the captions in a .txt beside them."""
   indices = list(range(0, len(test["ids"]), test["per_image"]))[:SAMPLE_CAPTIONS]
   images, attention = _generate(state, sampler, test, indices)
+  texts = [test["texts"][i] for i in indices]
   rows = [[summaries.to_uint8(stage[i]) for stage in images] for i in range(len(indices))]
-  grid = summaries.image_grid(rows)
-  log.images(iteration, "samples/stages", grid)
-  pictures = {"grid": grid}
+  folder = os.path.join(workdir, "samples")
+  png = lambda name: os.path.join(folder, f"{iteration:07d}_{name}.png")  # noqa: E731
+  log.images(iteration, "samples/stages", summaries.image_grid(rows, texts), png=png("grid"))
   if attention:
     words = vocab.decode(test["ids"][indices[0]]).split()
-    last = images[-1].shape[1]
-    pictures["attention"] = summaries.attention_overlay(
-        summaries.to_uint8(images[-1][0]), attention[-1][0][:len(words)], words,
-        cell=max(last, 64))  # room for the words under small images
-    log.images(iteration, "samples/attention", pictures["attention"])
+    log.images(iteration, "samples/attention", summaries.attention_overlay(
+        summaries.to_uint8(images[-1][0]), attention[-1][0][:len(words)], words, texts[0]),
+        png=png("attention"))
   if log.enabled:
-    folder = os.path.join(workdir, "samples")
-    os.makedirs(folder, exist_ok=True)
-    for name, picture in pictures.items():
-      Image.fromarray(picture).save(os.path.join(folder, f"{iteration:07d}_{name}.png"))
     with open(os.path.join(folder, f"{iteration:07d}_captions.txt"), "w") as f:
-      f.write("\n".join(test["texts"][i] for i in indices) + "\n")
+      f.write("\n".join(texts) + "\n")
 
 
 def load_phase_state(run: Run, phase: str, init: Callable, key):
@@ -501,7 +492,7 @@ def load_phase_state(run: Run, phase: str, init: Callable, key):
     inner = os.path.join(weights, "checkpoints", phase)
     directory = inner if os.path.isdir(inner) else weights
     if not os.path.isdir(directory):
-      raise FileNotFoundError(f"config.{phase}.weights={weights!r}: no such folder")
+      raise ConfigError(f"config.{phase}.weights={weights!r}: no such folder")
   else:
     directory = os.path.join(run.workdir, "checkpoints", phase)
     if not os.path.isdir(directory):
@@ -531,8 +522,28 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
     field = {"gan": "batch_size"}.get(phase, f"{phase}.batch_size")
     parallel.check_batch_size(phase_config(config, phase).batch_size, mesh, field)
   is_main = jax.process_index() == 0
+  created = is_main and not os.path.exists(workdir)
+  try:
+    return _run_phases(config, workdir, phases, mesh, is_main, stop_after)
+  except BaseException:
+    # A run that fails before it logs anything (a broken dataset, say) leaves
+    # no workdir behind that it created itself.
+    if created and _only_run_info(workdir):
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+
+
+def _only_run_info(workdir: str) -> bool:
+  return all(set(files) <= set(summaries.RUN_INFO_FILES) if root == workdir else not files
+             for root, _, files in os.walk(workdir))
+
+
+def _run_phases(config, workdir, phases, mesh, is_main, stop_after) -> dict:
   if is_main:
     os.makedirs(workdir, exist_ok=True)
+  for phase in phases:  # a read-only folder fails now, not at the first save
+    if phase == "gan" or not getattr(config, phase).weights:
+      check_writable(os.path.join(workdir, "checkpoints", phase))
   summaries.write_run_info(workdir, config.to_json_best_effort(indent=2), is_main)
   stop = _StopFlag()
   r = Run(config, workdir, mesh, stop, stop_after, is_main=is_main)

@@ -3,6 +3,7 @@ every phase, skipping what is complete, exact resume (mid-phase, across a
 phase boundary, across a stage growth), another device count, non-finite
 losses, damaged checkpoints, SIGTERM."""
 
+import io
 import json
 import logging
 import os
@@ -14,10 +15,14 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import tiny
-from mirrorgan_jax import trainer
+from mirrorgan_jax import generate, trainer
 from mirrorgan_jax.checkpointing import PhaseCheckpoints
+from mirrorgan_jax.data import shapes_scorer
+from mirrorgan_jax.sampling import example_keys
+from tests.test_summaries import _events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,6 +84,15 @@ def test_every_phase_runs_and_leaves_its_records(whole):
   assert 0.0 <= meta["metric"] <= 1.0
   for name in ("grid.png", "attention.png", "captions.txt"):
     assert os.path.isfile(os.path.join(workdir, "samples", f"0000004_{name}"))
+  # TensorBoard shows the PNG's pictures: enlarged (16 and 32 px images in
+  # cells of at least 128 px), one row per caption.
+  shown = {v.tag: np.asarray(Image.open(io.BytesIO(v.image.encoded_image_string)).convert("RGB"))
+           for e in _events(os.path.join(workdir, "tb", "gan")) if e.step == 4
+           for v in e.summary.value if v.HasField("image")}
+  for tag, name in (("samples/stages", "grid"), ("samples/attention", "attention")):
+    png = np.asarray(Image.open(os.path.join(workdir, "samples", f"0000004_{name}.png")))
+    np.testing.assert_array_equal(shown[tag], png)
+  assert shown["samples/stages"].shape[0] >= trainer.SAMPLE_CAPTIONS * 128
   report = [x for x in lines if "alignment/test_heldout/color" in x]
   assert len(report) == 1 and report[0]["step"] == 4 and report[0]["alignment/test/n"] == 80
 
@@ -223,12 +237,15 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   """2 processes x 2 CPU devices (gloo collectives) against 1 process x 4
-  devices: 2 DAMSM iterations, each process reading its own rows."""
+  devices: 2 DAMSM iterations, each process reading its own rows. The two
+  processes then go on through stream and gan, whose checkpoints rank by the
+  alignment of sampled images and whose sample grids are written."""
   common = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-            os.path.join(ROOT, "configs", "tiny.py"), "--config.train.phases=damsm"]
+            os.path.join(ROOT, "configs", "tiny.py")]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   single = subprocess.run(
-      common + ["--workdir", str(tmp_path / "one")], cwd=ROOT, capture_output=True,
+      common + ["--workdir", str(tmp_path / "one"), "--config.train.phases=damsm"],
+      cwd=ROOT, capture_output=True,
       text=True, timeout=600,
       env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   assert single.returncode == 0, single.stdout + single.stderr
@@ -257,3 +274,22 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   # 2.5e-5 relative. A wrong shard of data differs by ~1e-2 after these 2 steps.
   for a, b in zip(leaves(two), leaves(one)):
     assert np.linalg.norm(a - b) <= 1e-4 * max(np.linalg.norm(b), 1e-6)
+
+  # The gan phase across processes: every checkpoint has its ranking metric,
+  # and it is the alignment of the images that checkpoint samples for the
+  # test captions (seed 0), recomputed here in one process.
+  gan = PhaseCheckpoints(str(tmp_path / "two" / "checkpoints" / "gan"))
+  metrics = {s: gan.meta(s)["metric"] for s in gan.steps()}
+  gan.close()
+  assert sorted(metrics) == [1, 2] and all(np.isfinite(m) for m in metrics.values())
+  t2i = generate.TextToImage(str(tmp_path / "two" / "checkpoints" / "gan" / "2"))
+  test = trainer._gan_eval_captions(t2i.config, t2i.mesh)
+  images = np.concatenate(list(t2i.last_stage_images(
+      test["ids"], test["lens"], example_keys(jax.random.key(0), np.arange(len(test["ids"]))))))
+  scores = shapes_scorer.score(images, test["texts"])
+  assert metrics[2] == pytest.approx(
+      1 - np.mean([v for k, v in scores.items() if k not in ("n", "all")]), abs=1e-6)
+  for name in ("grid.png", "attention.png", "captions.txt"):
+    assert os.path.isfile(tmp_path / "two" / "samples" / f"0000002_{name}")
+  # Process 0 alone prints the phase's alignment report.
+  assert ["alignment (EMA generator" in o for o in outputs] == [True, False]
