@@ -1,5 +1,7 @@
-"""The whole state of MirrorGAN training as one pytree, and its initialisation."""
+"""The whole state of MirrorGAN training as one pytree, its initialisation, and
+the finiteness check and select the steps use to drop a non-finite update."""
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -28,6 +30,20 @@ class GANState:
   d: tuple[NetState, ...]  # one per stage
   text_encoder: PyTree  # frozen STEM parameters
   stream: PyTree  # frozen STREAM variables {'params', 'batch_stats'}
+
+
+def all_finite(*trees) -> jax.Array:
+  """A bool scalar: every floating-point leaf of `trees` is finite."""
+  checks = [jnp.isfinite(x).all() for t in trees for x in jax.tree.leaves(t)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return functools.reduce(jnp.logical_and, checks, jnp.array(True))
+
+
+def where_tree(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+  """`new` if the bool scalar `ok` holds, else `old`, leaf by leaf. A select,
+  not a branch: it compiles under jit and keeps the state's sharding, and a
+  True `ok` returns `new` bit for bit."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def example_inputs(config, batch: int = 2) -> dict:

@@ -6,7 +6,14 @@
 3. each discriminator is updated on the detached fakes;
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term;
-5. one generator update, then the EMA of its parameters.
+5. one generator update, then the EMA of its parameters;
+6. the iteration is kept only if every update is finite: a non-finite gradient
+   or new state (parameters, Adam moments, BatchNorm statistics) of any
+   network drops the whole iteration, leaving the trained state bit for bit as
+   it was (`step` included), and the metrics say so. Finite losses do not imply
+   a finite update (a BatchNorm variance or an Adam second moment that
+   overflows float32, 0 * inf in a backward pass), and the trainer's guard
+   sees only the metrics.
 
 The generator runs forward once: `jax.vjp` keeps its residuals, the fakes feed
 the D updates, and the G loss's gradient with respect to the fakes is pulled
@@ -14,6 +21,7 @@ back through the same forward (as PyTorch's single forward + backward), so G's
 BatchNorm statistics are updated exactly once per iteration.
 """
 
+import functools
 from typing import Callable
 
 import jax
@@ -22,7 +30,7 @@ import optax
 
 from mirrorgan_jax import losses
 from mirrorgan_jax.factory import Models
-from mirrorgan_jax.gan_state import GANState, NetState
+from mirrorgan_jax.gan_state import GANState, NetState, all_finite, where_tree
 from mirrorgan_jax.models.text_encoder import padding_mask
 
 Batch = dict
@@ -35,9 +43,11 @@ def encode_text(models: Models, params, captions, lengths):
   return jax.lax.stop_gradient(words), jax.lax.stop_gradient(sentence)
 
 
-def _apply_updates(net: NetState, grads, batch_stats, tx) -> NetState:
+def _apply_updates(net: NetState, grads, batch_stats, tx) -> tuple[NetState, jax.Array]:
+  """The updated network, and whether its gradient and new state are finite."""
   updates, opt_state = tx.update(grads, net.opt_state, net.params)
-  return NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
+  new = NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
+  return new, all_finite(grads, new)
 
 
 def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Array],
@@ -48,6 +58,10 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   'captions' (B, T) int32, 'caption_lens' (B,) int32 and, optionally,
   'wrong_captions' / 'wrong_caption_lens' for the mismatched-pair term
   (without them each image is paired with the next caption of the batch).
+
+  metrics: the losses and their terms, and 0/1 flags 'nonfinite_g',
+  'nonfinite_d_<i>' (that network's update was not finite) and
+  'update_skipped' (the iteration was dropped).
   """
   stream_weight = float(config.loss.stream_weight)
   kl_weight = float(config.loss.kl_weight)
@@ -78,7 +92,7 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
         g_forward, state.g.params, has_aux=True)
 
     metrics = {}
-    new_d = []
+    new_d, d_ok = [], []
     for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
       real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
 
@@ -91,7 +105,11 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
 
       (d_loss, (terms, d_stats)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d.params)
-      new_d.append(_apply_updates(d, d_grads, d_stats, models.d_tx))
+      d_new, ok = _apply_updates(d, d_grads, d_stats, models.d_tx)
+      # A D whose update is not finite meets G as it was: G's loss and
+      # metrics stay finite, so the flags below tell what went wrong.
+      new_d.append(where_tree(ok, d_new, d))
+      d_ok.append(ok)
       metrics[f"d_loss_{i}"] = d_loss
       metrics.update({f"d_{k}_{i}": v for k, v in terms.items()})
 
@@ -113,17 +131,26 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     (g_loss, (g_terms, d_stats)), cotangents = jax.value_and_grad(
         g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
     (g_grads,) = g_vjp(cotangents)
-    g = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
+    g, g_ok = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
     g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
                          state.g_ema, g.params)
     # The G pass runs the discriminators in training mode too, which moves
     # their running statistics, as the official code.
     new_d = tuple(d.replace(batch_stats=s) for d, s in zip(new_d, d_stats))
+    d_ok = [ok & all_finite(s) for ok, s in zip(d_ok, d_stats)]
 
     metrics.update(g_terms)
     metrics["g_loss"] = g_loss
     metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(new_d)))
-    new_state = state.replace(step=state.step + 1, g=g, g_ema=g_ema, d=new_d)
-    return new_state, metrics
+    ok = functools.reduce(jnp.logical_and, d_ok, g_ok)
+    flag = lambda b: (~b).astype(jnp.float32)  # noqa: E731
+    metrics["nonfinite_g"] = flag(g_ok)
+    metrics.update({f"nonfinite_d_{i}": flag(b) for i, b in enumerate(d_ok)})
+    metrics["update_skipped"] = flag(ok)
+    # All or nothing, like the trainer's guard on the losses: the frozen
+    # networks are neither checked nor copied (they do not change).
+    step, g, g_ema, new_d = where_tree(ok, (state.step + 1, g, g_ema, new_d),
+                                       (state.step, state.g, state.g_ema, state.d))
+    return state.replace(step=step, g=g, g_ema=g_ema, d=new_d), metrics
 
   return train_step

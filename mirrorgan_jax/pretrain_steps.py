@@ -14,6 +14,10 @@ stream: the STREAM captioner on real images and their captions, teacher-forced
 cross-entropy (the image-captioning code the MirrorGAN README points to: Adam
 1e-3; the frozen ImageNet ResNet-152 with only the projection, BatchNorm and
 decoder trained, or the small CNN trained whole).
+
+Both steps drop an update that is not finite (gradient, parameters, Adam
+moments or BatchNorm statistics), as the GAN step does: the state stays bit for
+bit, `step` included, and the metric 'update_skipped' is 1.
 """
 
 from typing import Callable
@@ -25,7 +29,7 @@ import optax
 
 from mirrorgan_jax import damsm, losses, param_groups
 from mirrorgan_jax.factory import Models
-from mirrorgan_jax.gan_state import NetState, example_inputs
+from mirrorgan_jax.gan_state import NetState, all_finite, example_inputs, where_tree
 
 FROZEN_IMAGE_ENCODER = {"inception_v3": ("inception",), "small": ()}
 FROZEN_CAPTION_ENCODER = {"resnet152": ("resnet",), "small": ()}
@@ -116,11 +120,20 @@ def make_damsm_step(models: Models, config) -> Callable:
     up, text_opt = text_tx.update(g_text, state.text.opt_state, state.text.params)
     text = NetState(optax.apply_updates(state.text.params, up), {}, text_opt)
     up, image_opt = image_tx.update(g_image, state.image.opt_state, trained)
-    image = NetState(param_groups.merge(optax.apply_updates(trained, up), held), stats,
-                     image_opt)
+    image = (optax.apply_updates(trained, up), stats, image_opt)
+    text_ok, image_ok = all_finite(g_text, text), all_finite(g_image, image)
+    ok = text_ok & image_ok
+    # The frozen backbone is neither checked nor copied: it does not change.
+    step, text, image = where_tree(
+        ok, (state.step + 1, text, image),
+        (state.step, state.text, (trained, state.image.batch_stats, state.image.opt_state)))
+    image = NetState(param_groups.merge(image[0], held), image[1], image[2])
     metrics = {f"damsm_{k}": v for k, v in terms.items()}
     metrics["damsm_lr"] = schedule(state.step)
-    return DamsmState(state.step + 1, text, image), metrics
+    metrics["nonfinite_text"] = (~text_ok).astype(jnp.float32)
+    metrics["nonfinite_image"] = (~image_ok).astype(jnp.float32)
+    metrics["update_skipped"] = (~ok).astype(jnp.float32)
+    return DamsmState(step, text, image), metrics
 
   return step
 
@@ -185,8 +198,13 @@ def make_stream_step(models: Models, config) -> Callable:
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     updates, opt = tx.update(grads, state.net.opt_state, trained)
-    params = _merge_captioner(optax.apply_updates(trained, updates), held)
-    return StreamState(state.step + 1, NetState(params, stats, opt)), {"stream_loss": loss}
+    new = (state.step + 1, optax.apply_updates(trained, updates), stats, opt)
+    ok = all_finite(grads, new)
+    step, trained, stats, opt = where_tree(
+        ok, new, (state.step, trained, state.net.batch_stats, state.net.opt_state))
+    params = _merge_captioner(trained, held)
+    return StreamState(step, NetState(params, stats, opt)), {
+        "stream_loss": loss, "update_skipped": (~ok).astype(jnp.float32)}
 
   return step
 

@@ -83,12 +83,16 @@ def num_steps(config, phase: str) -> int:
 
 
 def guard_nonfinite(step_fn: Callable) -> Callable:
-  """The step, keeping the previous state when any metric is not finite, with
-  'finite' added to the metrics: no run ever continues from a NaN update."""
+  """The step, keeping the previous state when any metric is not finite or
+  the step dropped its update, with 'finite' added to the metrics: no run
+  ever continues from a NaN update."""
 
   def guarded(state, batch, key):
     new, metrics = step_fn(state, batch, key)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    # The step itself drops an update that is not finite under finite losses
+    # (gan_step.py, point 6): counted and handled like a non-finite loss.
+    finite = finite & (metrics.get("update_skipped", 0.0) == 0)
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
     return new, {**metrics, "finite": finite}
 
@@ -265,12 +269,13 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       run.iterations += 1
       if not bool(metrics["finite"]):
         terms = {k: float(v) for k, v in _host(metrics).items() if k != "finite"}
+        what = "loss" if not all(np.isfinite(v) for v in terms.values()) else "update"
         if tc.nan_policy == "stop":
           raise TrainingStopped(
-              f"{phase}: non-finite loss at iteration {iteration}; the update was not "
+              f"{phase}: non-finite {what} at iteration {iteration}; the update was not "
               f"applied. Terms: {terms}. Last good checkpoint: {last_good or 'none'}")
         skipped += 1
-        logging.warning("%s: non-finite loss at iteration %d skipped: %s", phase,
+        logging.warning("%s: non-finite %s at iteration %d skipped: %s", phase, what,
                         iteration, terms)
       due = lambda every: every > 0 and iteration % every == 0  # noqa: E731
       if due(tc.log_every) or iteration == total:

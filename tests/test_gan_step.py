@@ -1,12 +1,14 @@
-"""The training iteration end to end at the tiny config."""
+"""The training iteration end to end at the tiny config (and the pretraining
+steps' guard against non-finite updates, which is the GAN step's)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import tiny
-from mirrorgan_jax import factory, gan_state, gan_step, losses, parallel
+from mirrorgan_jax import factory, gan_state, gan_step, losses, parallel, pretrain_steps
 from mirrorgan_jax.models.text_encoder import padding_mask
 from mirrorgan_jax.batch import random_batch
 
@@ -59,6 +61,8 @@ def test_one_iteration_updates_what_it_should(config, one_device):
                 + config.loss.kl_weight * metrics["g_kl"])
   assert metrics["g_loss"] == pytest.approx(expected_g, rel=1e-6)
   assert metrics["d_loss"] == pytest.approx(metrics["d_loss_0"] + metrics["d_loss_1"], rel=1e-6)
+  for k in ("update_skipped", "nonfinite_g", "nonfinite_d_0", "nonfinite_d_1"):
+    assert metrics[k] == 0, k
 
   changed = lambda a, b: not all(  # noqa: E731
       np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -179,3 +183,186 @@ def test_batch_must_divide_over_the_mesh(config):
   c.batch_size = 12
   with pytest.raises(ValueError, match=r"config.batch_size \(12\) must be divisible .* \(8\)"):
     parallel.global_batch(parallel.make_mesh(jax.devices()), random_batch(c))
+
+
+def host(tree):
+  """A writable host copy: the step donates its state argument."""
+  return jax.tree.map(np.array, jax.device_get(tree))
+
+
+def replicated(mesh, state):
+  """`state` placed as `init` places it: numpy arguments would compile the
+  step a second time."""
+  return jax.device_put(state, parallel.replicated(mesh))
+
+
+def assert_bitwise_equal(a, b, networks_first=True):
+  """Leaf by leaf, naming the first that differs. A state's networks are
+  compared before its `step`, so that a failure names a network's leaf."""
+  if networks_first and hasattr(a, "step"):
+    assert_bitwise_equal(a.replace(step=b.step), b, networks_first=False)
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b) and len(la) > 0
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), lb):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def test_a_nonfinite_update_with_finite_losses_is_dropped_and_the_next_step_applies(
+    config, one_device):
+  """A real image with one corrupt pixel of 1e22 (a decoding or scaling bug):
+  in float32 BatchNorm its activation's square overflows, so D0's batch
+  variance is inf. The normalised output, every loss and metric and every
+  gradient stay finite (the trainer's guard sees nothing), but the running
+  variance would be stored as inf. The iteration must be dropped as a whole,
+  reported, and leave no trace: the next good batch gives exactly the state
+  that batch gives from the state before the bad one."""
+  _, mesh, init, step = one_device
+  good = random_batch(config)
+  bad = random_batch(config, seed=1)
+  bad["images"] = (bad["images"][0].copy(),) + bad["images"][1:]
+  bad["images"][0][0, 0, 0, 0] = 1e22
+  before = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, good), KEY)[0])
+
+  after_bad, m = host(step(replicated(mesh, before), parallel.global_batch(mesh, bad), KEY))
+  assert all(np.isfinite(v) for v in m.values()), m
+  assert_bitwise_equal(after_bad, before)  # params, Adam, BatchNorm, EMA, step
+  assert (m["update_skipped"], m["nonfinite_d_0"], m["nonfinite_d_1"], m["nonfinite_g"]) == (
+      1, 1, 0, 0)
+
+  after_good, m = host(step(replicated(mesh, after_bad), parallel.global_batch(mesh, good),
+                            KEY))
+  direct, _ = host(step(replicated(mesh, before), parallel.global_batch(mesh, good), KEY))
+  assert m["update_skipped"] == 0 and int(after_good.step) == int(before.step) + 1
+  assert not np.array_equal(after_good.g.params["img_net2"]["conv"]["kernel"],
+                            before.g.params["img_net2"]["conv"]["kernel"])
+  assert_bitwise_equal(after_good, direct)
+
+
+def _inf_stream_weight(state):
+  """An infinite weight in the frozen STREAM's LSTM (forget gate, first input):
+  the gate saturates exactly (sigmoid(+-inf) is 0 or 1), so the captioner's
+  output and every loss stay finite, but the backward pass multiplies the
+  gate's zero derivative by inf: NaN in G's gradients."""
+  kernel = state.stream["params"]["decoder"]["lstm"]["if"]["kernel"]
+  kernel[0, 0] = np.inf
+
+
+def _huge_logvar(state):
+  """G's conditioning augmentation with its log-variance driven to ~50 (bias
+  50, its GLU gate open): the KL term (~1e21) and G's gradients (~1e20) are
+  finite, but Adam squares the gradient: its second moment overflows to inf,
+  after which those parameters would never move again."""
+  bias = state.g.params["ca_net"]["fc"]["bias"]
+  cond = bias.shape[0] // 4  # [mu, logvar | their gates]
+  bias[cond:2 * cond] = 50.0
+  bias[3 * cond:] = 30.0
+
+
+@pytest.mark.parametrize("culprit", [_inf_stream_weight, _huge_logvar],
+                         ids=["nan_gradient", "adam_overflow"])
+def test_a_nonfinite_generator_update_with_finite_losses_is_dropped(config, one_device,
+                                                                     culprit):
+  """Finite losses, a non-finite G update (see each culprit): nothing of the
+  iteration is kept, D's finite updates included, and the metrics say G."""
+  _, mesh, init, step = one_device
+  before = host(init(jax.random.key(0)))
+  culprit(before)
+  batch = parallel.global_batch(mesh, random_batch(config))
+  after, m = host(step(replicated(mesh, before), batch, KEY))
+  assert all(np.isfinite(v) for v in m.values()), m
+  assert_bitwise_equal(after, before)
+  assert (m["update_skipped"], m["nonfinite_g"], m["nonfinite_d_0"], m["nonfinite_d_1"]) == (
+      1, 1, 0, 0)
+
+
+def test_generator_update_equals_an_independent_gradient_of_its_loss(config, one_device):
+  """The step differentiates G's loss through `jax.vjp` of its single forward
+  pass. Here the same loss is written out from the public pieces (G forward,
+  D updates by `jax.grad` of the D losses, the adversarial, STREAM and KL
+  terms through the updated Ds) and differentiated by plain `jax.grad`, with
+  a second G forward. From the state after one iteration (Adam's moments are
+  not zero), the new first moments b1 * mu + (1 - b1) * grad, from the same
+  mu, compare the gradients themselves (the parameters alone would hide a
+  wrong gradient scale: Adam normalises it away), then the second moments and
+  parameters. Bit-equal on CPU today; the tolerance leaves XLA room to
+  reassociate sums."""
+  models, mesh, init, step = one_device
+  batch = random_batch(config)
+  state = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)[0])
+  new, _ = host(step(replicated(mesh, state), parallel.global_batch(mesh, batch), KEY))
+
+  @jax.jit
+  def reference(state, batch):
+    z_key, noise_key = jax.random.split(jax.random.fold_in(KEY, state.step))
+    caps, lens = batch["captions"], batch["caption_lens"]
+    words, sent = gan_step.encode_text(models, state.text_encoder, caps, lens)
+    _, wrong = gan_step.encode_text(models, state.text_encoder, batch["wrong_captions"],
+                                    batch["wrong_caption_lens"])
+    z = jax.random.normal(z_key, (caps.shape[0], config.model.z_dim))
+
+    def generate(params):
+      (fakes, _, mu, logvar), _ = models.generator.apply(
+          {"params": params, "batch_stats": state.g.batch_stats}, z, sent, words,
+          padding_mask(lens, caps.shape[1]), train=True, rngs={"noise": noise_key},
+          mutable=["batch_stats"])
+      return fakes, mu, logvar
+
+    fakes = generate(state.g.params)[0]
+    updated_d = []
+    for disc, d, real, fake in zip(models.discriminators, state.d, batch["images"], fakes):
+      def d_loss(p, disc=disc, d=d, real=real, fake=fake):
+        logits, _ = disc.apply({"params": p, "batch_stats": d.batch_stats}, real, fake, sent,
+                               wrong, method="discriminate", mutable=["batch_stats"])
+        return losses.discriminator_loss(logits)[0]
+      updates, _ = models.d_tx.update(jax.grad(d_loss)(d.params), d.opt_state, d.params)
+      updated_d.append({"params": optax.apply_updates(d.params, updates),
+                        "batch_stats": d.batch_stats})
+
+    def g_loss(params):
+      fakes, mu, logvar = generate(params)
+      total = losses.kl_loss(mu, logvar) * config.loss.kl_weight
+      for disc, variables, fake in zip(models.discriminators, updated_d, fakes):
+        (u, c), _ = disc.apply(variables, fake, sent, mutable=["batch_stats"])
+        total += losses.generator_adversarial_loss(u, c)
+      captions = models.captioner.apply(state.stream, fakes[-1], caps)
+      return total + config.loss.stream_weight * losses.caption_loss(captions, caps, lens)
+
+    grads = jax.grad(g_loss)(state.g.params)
+    updates, opt_state = models.g_tx.update(grads, state.g.opt_state, state.g.params)
+    return optax.apply_updates(state.g.params, updates), opt_state
+
+  params, opt_state = host(reference(state, batch))
+  compare = lambda a, b: jax.tree.map(  # noqa: E731
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), a, b)
+  compare(new.g.opt_state[0].mu, opt_state[0].mu)  # the gradient, through Adam's b1
+  compare(new.g.opt_state[0].nu, opt_state[0].nu)
+  compare(new.g.params, params)
+  assert int(new.g.opt_state[0].count) == int(opt_state[0].count) == 2
+
+
+@pytest.mark.parametrize("phase", ["stream", "damsm"])
+def test_pretraining_steps_drop_a_nonfinite_update(config, phase):
+  """The corrupt pixel above in a pretraining batch: the image encoder's
+  BatchNorm variance overflows while the loss stays finite. The update is
+  dropped (the state stays bit for bit) and reported; a good batch trains."""
+  models = factory.create_models(config)
+  init_fn, make_step = {
+      "stream": (pretrain_steps.init_stream_state, pretrain_steps.make_stream_step),
+      "damsm": (pretrain_steps.init_damsm_state, pretrain_steps.make_damsm_step)}[phase]
+  before = host(jax.jit(lambda k: init_fn(models, config, k))(jax.random.key(0)))
+  step = jax.jit(make_step(models, config))  # numpy in, numpy out: one compilation
+  good = random_batch(config)
+  good["class_ids"] = np.arange(config.batch_size, dtype=np.int32)  # DAMSM's; all distinct
+  bad = {**good, "images": good["images"][:-1] + (good["images"][-1].copy(),)}
+  bad["images"][-1][0, 0, 0, 0] = 1e22
+
+  after, m = host(step(before, bad, KEY))
+  assert all(np.isfinite(v) for v in m.values()), m
+  assert_bitwise_equal(after, before)
+  assert m["update_skipped"] == 1
+  if phase == "damsm":
+    assert (m["nonfinite_image"], m["nonfinite_text"]) == (1, 0)
+  after, m = host(step(before, good, KEY))
+  assert m["update_skipped"] == 0 and int(after.step) == 1
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after),
+                                                     jax.tree.leaves(before)))
