@@ -56,6 +56,23 @@ def fail(message: str):
   sys.exit(USAGE_ERROR)
 
 
+def folder_problem(flag: str, value: str) -> str | None:
+  """Why `value`, given as `flag`, cannot be a folder this program writes in
+  (created when missing), or None. Creates nothing."""
+  if not value.strip():
+    return f"{flag} is empty"
+  path = os.path.abspath(os.path.expanduser(value))
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  where = "" if existing == path else f" cannot be created: {existing}"
+  if not os.path.isdir(existing):
+    return f"{flag} {value}:{where} is a file, not a folder"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"{flag} {value}:{where} is not writable"
+  return None
+
+
 def config_flags_parser(define: Callable[[], None], default: str, program: str
                         ) -> Callable[[list[str]], list[str]]:
   """An absl `flags_parser` for a program with a `--config` file flag:

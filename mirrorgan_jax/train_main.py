@@ -38,32 +38,11 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["workdir"])
 
 
-def _workdir_problem(workdir: str) -> str | None:
-  """Why `workdir` cannot hold the run, or None; creates nothing."""
-  if not workdir.strip():
-    return "--workdir is empty"
-  path = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(path):
-    if not os.path.isdir(path):
-      return f"--workdir {workdir}: exists and is not a folder"
-    if not os.access(path, os.W_OK | os.X_OK):
-      return f"--workdir {workdir}: not writable"
-    return None
-  parent = os.path.dirname(path)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    return f"--workdir {workdir}: cannot be created, {parent} is a file"
-  if not os.access(parent, os.W_OK | os.X_OK):
-    return f"--workdir {workdir}: cannot be created, {parent} is not writable"
-  return None
-
-
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: flags are --config=FILE, "
-          "--workdir=DIR and --config.FIELD=VALUE")
-  why = _workdir_problem(FLAGS.workdir)
+             "--workdir=DIR and --config.FIELD=VALUE")
+  why = cli.folder_problem("--workdir", FLAGS.workdir)
   if why:
     cli.fail(why)
   # pylint: disable=import-outside-toplevel

@@ -70,7 +70,7 @@ def test_workdir_that_is_a_file_is_left_as_it_is(tmp_path):
   path = tmp_path / "notes.txt"
   path.write_text("keep me")
   _usage_error(_run("train.py", "--workdir", str(path)),
-               f"--workdir {path}: exists and is not a folder")
+               f"--workdir {path}: is a file, not a folder")
   assert path.read_text() == "keep me"
 
 

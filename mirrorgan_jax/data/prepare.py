@@ -10,11 +10,9 @@ a failed run leaves no folder behind. Training with config.data.manual_dir set
 runs the same on first use.
 """
 
-import os
-import sys
-
 from absl import app, flags
 
+from mirrorgan_jax import cli
 from mirrorgan_jax.data import attngan_tree
 
 FLAGS = flags.FLAGS
@@ -25,14 +23,6 @@ flags.DEFINE_bool("check_images", True, "Decode every image while validating.")
 flags.DEFINE_integer("workers", 8, "Threads decoding images during validation.")
 flags.mark_flags_as_required(["dataset", "manual_dir"])
 
-USAGE_ERROR = 2
-
-
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(USAGE_ERROR)
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing; a missing, unknown or malformed flag is one message."""
   # pylint: disable-next=import-outside-toplevel
@@ -40,33 +30,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _fail(flag_error_message(e, argv, flag=None) or str(e))
-
-
-def _data_dir_problem(data_dir: str) -> str | None:
-  path = os.path.abspath(os.path.expanduser(data_dir))
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path):
-    return f"--data_dir {data_dir}: {path} is a file, not a folder"
-  if not os.access(path, os.W_OK | os.X_OK):
-    return f"--data_dir {data_dir}: {path} is not writable"
-  return None
+    cli.fail(flag_error_message(e, argv, flag=None) or str(e))
 
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --dataset, --manual_dir and "
-          "--data_dir (--helpshort lists the flags)")
-  why = _data_dir_problem(FLAGS.data_dir)
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --dataset, --manual_dir and "
+             "--data_dir (--helpshort lists the flags)")
+  why = cli.folder_problem("--data_dir", FLAGS.data_dir)
   if why:
-    _fail(why)
+    cli.fail(why)
   from mirrorgan_jax.data import tfds_builders  # pylint: disable=import-outside-toplevel
   try:
     b = tfds_builders.prepare(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir,
                               check_images=FLAGS.check_images, workers=FLAGS.workers)
   except attngan_tree.DatasetTreeError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   splits = ", ".join(f"{s}: {b.info.splits[s].num_examples}" for s in b.info.splits)
   print(f"{b.data_dir}: {splits}; vocabulary {len(b.info.metadata['vocabulary'])} words "
         f"from {b.info.metadata['vocabulary_file']}")
