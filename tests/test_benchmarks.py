@@ -1,0 +1,154 @@
+"""benchmarks/gpu_step.py, the prepared GPU measurement (issue 13), run on CPU
+at the tiny size so that it runs unchanged on a GPU: every reported field
+present and sane, MFU n/a on a CPU, the time budget, the FLOP constant, the
+peak table and the early failure on a missing package."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """The script as a GPU session runs it (`python -m`, a fresh process), at
+  the tiny preset. XLA's optimisations are off: they do not change what is
+  checked here and take most of the compile time on a small CPU."""
+  out = tmp_path_factory.mktemp("gpu_step") / "report.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  t0 = time.perf_counter()
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.gpu_step", "--preset=tiny", "--iters=2",
+       "--warmup=1", "--dtypes=float32", "--max-seconds=900", f"--json={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+  wall = time.perf_counter() - t0
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return json.loads(out.read_text()), proc.stdout, wall
+
+
+def test_tiny_run_reports_every_field(tiny_run):
+  report, stdout, wall = tiny_run
+  assert report["backend"] == "cpu" and report["devices"] == 1
+  assert report["birds_flops_per_iteration_batch12"] == 2.03e12
+  assert 0 < report["wall_s"] <= wall
+  results = report["results"]
+  # One dtype: a second compile of the tiny step costs minutes on 2 busy cores;
+  # bf16's program is checked in test_bf16.py.
+  assert [r["dtype"] for r in results] == ["float32"]
+  for r in results:
+    assert r["status"] == "ok", r
+    assert r["preset"] == "tiny" and r["batch"] == 8 and r["stage_sizes"] == [16, 32]
+    assert r["compile_s"] > r["lower_s"] > 0 and r["init_s"] > 0
+    assert r["warmup_done"] == 1 and r["iters_done"] == 2 and not r["stopped_early"]
+    assert len(r["ms_all"]) == 2
+    assert 0 < r["ms_min"] <= r["ms_median"] <= r["ms_max"]
+    assert math.isclose(r["images_per_s"], 8000 / r["ms_median"])
+    # No FLOP figure of ours for tiny: XLA's count of the traced step is used.
+    assert r["model_flops_per_iter"] is None
+    assert r["xla_flops_lowered"] > 0 and r["flops_per_iter"] == r["xla_flops_lowered"]
+    assert r["flops_source"] == "XLA, before optimisation"
+    assert r["tflops_per_s"] > 0
+    # A CPU has no entry in the peak table: MFU n/a.
+    assert r["peak"] is None
+    assert r["mfu_vs_bf16_peak"] is None and r["mfu_vs_tf32_peak"] is None
+    plan = r["xla_memory_plan"]
+    assert plan is None or plan["total_bytes"] > 0
+    assert r["losses_finite"]
+  assert [r["init_reused"] for r in results] == [False]
+  assert "== tiny float32: stages 16/32 px, batch 8" in stdout
+  for field in ("compile ", "iteration   median", "images/s", "FLOP/iter", "XLA plan",
+                "device peak", "losses"):
+    assert stdout.count(field) == 1, field
+  assert stdout.count("MFU n/a") == 1
+  print(f"gpu_step tiny, float32: {wall:.1f} s in the subprocess")
+
+
+def test_time_budget_stops_the_loops_early():
+  calls = []
+  warm, times = gpu_step.time_iterations(lambda: calls.append(1), iters=20, warmup=3,
+                                         deadline=time.perf_counter() - 1)
+  assert (warm, len(times), len(calls)) == (1, 1, 2)  # at least one of each
+  warm, times = gpu_step.time_iterations(lambda: None, iters=4, warmup=0,
+                                         deadline=time.perf_counter() + 60)
+  assert (warm, len(times)) == (0, 4)
+
+
+def test_dtypes_past_the_deadline_are_skipped(tmp_path):
+  out = tmp_path / "r.json"
+  report = gpu_step.main(["--preset=tiny", "--max-seconds=1e-9", f"--json={out}"])
+  assert [(r["dtype"], r["status"]) for r in report["results"]] == [
+      ("float32", "skipped"), ("bfloat16", "skipped")]
+  assert json.loads(out.read_text())["results"] == report["results"]
+
+
+def test_birds_flop_constant():
+  assert gpu_step.BIRDS_FLOPS_PER_ITERATION == 2.03e12
+  assert gpu_step.BIRDS_BATCH == 12
+  per_iteration = gpu_step.model_flops("birds", 12)
+  assert per_iteration == 12 * 169.5e9
+  assert abs(per_iteration - 2.03e12) / 2.03e12 < 0.005
+  assert gpu_step.model_flops("tiny", 8) is None
+  # The aim: 10 ms per birds iteration in bf16 on an H100 is 203 TFLOP/s, 20.6 % MFU.
+  u = gpu_step.utilisation(per_iteration, 10.0, "NVIDIA H100 80GB HBM3", 1, "bfloat16")
+  assert math.isclose(u["tflops_per_s"], 203.4)
+  assert math.isclose(u["mfu_vs_bf16_peak"], 203.4 / 989)
+  assert u["mfu_vs_tf32_peak"] is None
+  u = gpu_step.utilisation(per_iteration, 20.0, "NVIDIA H200", 2, "float32")
+  assert math.isclose(u["mfu_vs_bf16_peak"], 101.7 / (2 * 989))
+  assert math.isclose(u["mfu_vs_tf32_peak"], 101.7 / (2 * 494))
+
+
+@pytest.mark.parametrize("kind, name, bf16", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 989),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756),
+    ("NVIDIA H200", "H200 (as H100 SXM)", 989),
+    ("NVIDIA GH200 480GB", "H200 (as H100 SXM)", 989),
+    ("NVIDIA A100-SXM4-80GB", "A100", 312),
+    ("NVIDIA A100-PCIE-40GB", "A100", 312),
+])
+def test_peak_table(kind, name, bf16):
+  peak = gpu_step.peak_for(kind)
+  assert (peak["name"], peak["bf16"]) == (name, bf16)
+
+
+def test_unknown_devices_have_no_peak():
+  for kind in ("cpu", "TPU v5 lite", "NVIDIA GeForce RTX 4090", "Tesla V100-SXM2-16GB"):
+    assert gpu_step.peak_for(kind) is None
+    assert gpu_step.utilisation(1e12, 10.0, kind, 1, "float32")["mfu_vs_bf16_peak"] is None
+
+
+def test_a_missing_package_fails_early_and_is_named(monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "ml_collections" else real(name, *a))
+  with pytest.raises(SystemExit, match=r"ml_collections \(pip: ml-collections\)"):
+    gpu_step.main(["--preset=birds"])
+
+
+def test_birds_needs_no_pillow(monkeypatch):
+  """step_time.py imports configs/tiny.py, hence PIL: without pillow the birds
+  preset still gets its config (the GPU machine may lack pillow)."""
+  assert "PIL" not in gpu_step.required_modules("birds")
+  assert "PIL" in gpu_step.required_modules("tiny")
+  monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` fails
+  for name in ("benchmarks.step_time", "configs.tiny", "configs.shapes",
+               "mirrorgan_jax.data.shapes"):  # imported afresh, as in a new process
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    package, _, attr = name.rpartition(".")
+    if package in sys.modules:
+      monkeypatch.delattr(sys.modules[package], attr, raising=False)
+  config = gpu_step.preset_config("birds")
+  assert "benchmarks.step_time" not in sys.modules  # the fallback was taken
+  assert (config.dataset, config.batch_size, config.model.num_stages) == ("birds", 12, 3)
+  with pytest.raises(ModuleNotFoundError):
+    gpu_step.preset_config("tiny")
