@@ -49,10 +49,16 @@ class StreamState:
 
 
 def damsm_schedule(config) -> optax.Schedule:
+  """AttnGAN's rule: after each epoch, `if lr > ENCODER_LR / 10: lr *= 0.98`.
+  Its last multiplication takes lr just below the floor (0.002 * 0.98**114 for
+  birds), where it stays."""
   d = config.damsm
+  floor, lr = d.lr * d.min_lr_fraction, d.lr
+  while lr > floor and d.lr_decay < 1.0:  # the official loop, in Python floats
+    lr *= d.lr_decay
   return optax.exponential_decay(d.lr, transition_steps=d.steps_per_epoch,
                                  decay_rate=d.lr_decay, staircase=True,
-                                 end_value=d.lr * d.min_lr_fraction)
+                                 end_value=lr if d.lr_decay < 1.0 else None)
 
 
 def damsm_optimizers(config) -> tuple[optax.GradientTransformation, ...]:

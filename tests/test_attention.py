@@ -2,7 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax.models.attention import GlobalLocalAttention, word_attention_weights
+from mirrorgan_jax.models.attention import (GlobalLocalAttention, low_precision_logits,
+                                           word_attention_weights)
 from mirrorgan_jax.models.text_encoder import padding_mask
 
 B, H, W, IDF, NEF, COND, T = 6, 4, 5, 8, 12, 10, 7
@@ -56,3 +57,37 @@ def test_a_fully_masked_row_stays_finite():
   w = word_attention_weights(jnp.ones((1, 3, 2)), jnp.ones((1, 4, 2)),
                              jnp.ones((1, 4), bool))
   assert np.all(np.isfinite(w))
+
+
+def test_bf16_logits_accumulate_in_float32_and_differentiate_in_bf16():
+  """The word-attention logits of bf16 operands: the float32-accumulated
+  forward of the plain einsum, and a backward whose two matmuls take bf16
+  operands (plain autodiff would upcast them to float32), with gradients
+  close to the float32 ones."""
+  pix = jnp.asarray(RNG.normal(size=(2, 5, 4)), jnp.bfloat16)
+  ctx = jnp.asarray(RNG.normal(size=(2, 3, 4)), jnp.bfloat16)
+  cot = jnp.asarray(RNG.normal(size=(2, 5, 3)), jnp.float32)
+  plain = lambda p, c: jnp.einsum("bnc,btc->bnt", p, c,  # noqa: E731
+                                  preferred_element_type=jnp.float32)
+  logits, vjp = jax.vjp(low_precision_logits, pix, ctx)
+  assert logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, plain(pix, ctx))
+  g_pix, g_ctx = vjp(cot)
+  assert g_pix.dtype == g_ctx.dtype == jnp.bfloat16
+  want = jax.vjp(plain, pix.astype(jnp.float32), ctx.astype(jnp.float32))[1](cot)
+  for got, ref in zip((g_pix, g_ctx), want):
+    np.testing.assert_allclose(np.asarray(got, np.float32), ref, rtol=3e-2, atol=3e-2)
+  backward = jax.make_jaxpr(lambda p, c, g: jax.vjp(low_precision_logits, p, c)[1](g))(
+      pix, ctx, cot)
+  dots = [e for e in backward.eqns if e.primitive.name == "dot_general"]
+  assert len(dots) == 3  # forward + two gradients
+  assert all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+
+
+def test_float32_word_attention_is_plain_autodiff():
+  """float32 operands skip the custom gradient: the float32 program is as before."""
+  pix, ctx = h.reshape(B, H * W, IDF), jnp.ones((B, T, IDF))
+  jaxpr = lambda dtype: str(jax.make_jaxpr(word_attention_weights)(  # noqa: E731
+      pix.astype(dtype), ctx.astype(dtype), MASK))
+  assert "custom_vjp_call" not in jaxpr(jnp.float32)
+  assert "custom_vjp_call" in jaxpr(jnp.bfloat16)

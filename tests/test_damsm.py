@@ -224,3 +224,246 @@ def test_a_zero_vector_has_a_finite_gradient():
   code = np.concatenate([np.zeros((1, D), np.float32), CODE[1:]])
   g = jax.grad(lambda c: damsm.sentence_scores(c, SENTENCE).sum())(code)
   assert np.all(np.isfinite(g))
+
+
+# ----- DAMSM pretraining: schedule, clip, frozen backbones --------------------
+
+def official_damsm_lr(base, epoch):
+  """AttnGAN pretrain_DAMSM.py: each epoch re-creates Adam at `lr`; after it,
+  `if lr > cfg.TRAIN.ENCODER_LR/10.: lr *= 0.98` (Python floats)."""
+  lr = base
+  for _ in range(epoch):
+    if lr > base / 10.:
+      lr *= 0.98
+  return lr
+
+
+def _birds_damsm():
+  from configs import birds
+  c = birds.get_config()
+  assert (c.damsm.lr, c.damsm.lr_decay, c.damsm.min_lr_fraction) == (0.002, 0.98, 0.1)
+  return c
+
+
+def _adam_update_at(tx, grads, count):
+  """`tx`'s update of `grads` from zero moments after `count` earlier updates."""
+  import optax
+  state = optax.tree_utils.tree_set(tx.init(grads), count=jnp.asarray(count, jnp.int32))
+  return tx.update(grads, state, grads)[0]
+
+
+def _hand_adam(grads, lr, count, b1, b2, eps=1e-8):
+  t = count + 1
+  m = (1 - b1) * grads / (1 - b1**t)
+  v = (1 - b2) * grads**2 / (1 - b2**t)
+  return -lr * m / (np.sqrt(v) + eps)
+
+
+# The official loop stops after the multiplication that takes lr to or
+# below ENCODER_LR / 10: after 114 epochs, at 0.002 * 0.98**114 ~ 1.99895e-4.
+FLOOR_EPOCH = 114
+
+
+def _check_lr(config, epochs_and_offsets):
+  from mirrorgan_jax import pretrain_steps
+  d = config.damsm
+  schedule = pretrain_steps.damsm_schedule(config)
+  text_tx, image_tx = pretrain_steps.damsm_optimizers(config)
+  grads = np.array([0.01, -0.02, 0.005], np.float32)  # norm < 0.25: no clipping
+  for epoch, offset in epochs_and_offsets:
+    step = epoch * d.steps_per_epoch + offset
+    want = official_damsm_lr(d.lr, epoch)
+    # rel 1e-5: optax raises 0.98 to the epoch in float32 (2e-6 off at epoch 113).
+    assert float(schedule(step)) == pytest.approx(want, rel=1e-5), (epoch, offset)
+    for tx in (text_tx, image_tx):  # the rate the optimizers apply
+      np.testing.assert_allclose(
+          _adam_update_at(tx, jnp.asarray(grads), step),
+          _hand_adam(grads.astype(np.float64), want, step, config.optim.b1, config.optim.b2),
+          rtol=2e-5, err_msg=f"epoch {epoch}, step {step}")
+
+
+def test_damsm_lr_decays_by_0_98_per_epoch_as_the_official_loop():
+  """Constant within an epoch, x0.98 at each epoch boundary, down to the last
+  epoch before the floor; in the schedule and in both optimizers' updates."""
+  assert official_damsm_lr(0.002, FLOOR_EPOCH - 1) > 0.0002 >= official_damsm_lr(0.002, FLOOR_EPOCH)
+  _check_lr(_birds_damsm(), [(0, 0), (0, 1), (0, 183), (1, 0), (1, 1), (1, 183), (2, 0),
+                             (37, 91), (FLOOR_EPOCH - 1, 0), (FLOOR_EPOCH - 1, 183)])
+
+
+def test_damsm_lr_past_the_floor_stays_at_the_official_last_value():
+  _check_lr(_birds_damsm(), [(FLOOR_EPOCH, 0), (FLOOR_EPOCH, 100), (FLOOR_EPOCH + 1, 0),
+                             (200, 0), (599, 183)])
+
+
+# What these tests check is what the steps compute, not how fast: compiling
+# without LLVM's optimisations takes a fraction of the CPU compile time.
+_QUICK_COMPILE = {"xla_backend_optimization_level": 0,
+                  "xla_llvm_disable_expensive_passes": True}
+
+
+def _compiled(fn, *args):
+  return jax.jit(fn).lower(*args).compile(compiler_options=_QUICK_COMPILE)
+
+
+def _tiny_pretraining(kind):
+  """(models, config, state, step, batch) for one pretraining phase at the
+  tiny config, dropout off (the DAMSM loss is then a function of the
+  parameters alone): the initial state and the compiled step."""
+  from configs import tiny
+  from mirrorgan_jax import factory, pretrain_steps
+  from mirrorgan_jax.batch import random_batch
+  c = tiny.get_config()
+  c.text.dropout = 0.0
+  models = factory.create_models(c)
+  batch = random_batch(c)
+  batch["class_ids"] = np.arange(c.batch_size, dtype=np.int32) % 3
+  init = lambda k: getattr(pretrain_steps, f"init_{kind}_state")(models, c, k)  # noqa: E731
+  key = jax.random.key(0)
+  state = _compiled(init, key)(key)
+  step = _compiled(getattr(pretrain_steps, f"make_{kind}_step")(models, c), state, batch, key)
+  return models, c, state, step, batch
+
+
+def _global_norm(tree):
+  return float(np.sqrt(sum(np.sum(np.asarray(x, np.float64)**2) for x in jax.tree.leaves(tree))))
+
+
+def test_damsm_step_clips_the_text_encoder_gradient_to_0_25_and_only_it():
+  """The first Adam moment after one step is (1 - b1) * the gradient the
+  optimizer saw: for the text encoder, the loss gradient rescaled to global
+  norm 0.25 (computed here by hand); for the image encoder, the raw gradient."""
+  import optax
+  models, c, s0, step, batch = _tiny_pretraining("damsm")
+  s1, metrics = step(s0, batch, jax.random.key(1))
+  assert float(metrics["update_skipped"]) == 0.0
+
+  def loss(text_params, image_params):
+    words, sentence = models.text_encoder.apply(
+        {"params": text_params}, batch["captions"], batch["caption_lens"])
+    (regions, code), _ = models.image_encoder.apply(
+        {"params": image_params, "batch_stats": s0.image.batch_stats},
+        batch["images"][-1], train=True, mutable=["batch_stats"])
+    d = c.damsm
+    return damsm.damsm_losses(regions, code, words, sentence, batch["caption_lens"],
+                              batch["class_ids"], d.gamma1, d.gamma2, d.gamma3)["loss"]
+
+  args = (s0.text.params, s0.image.params)
+  g_text, g_image = _compiled(jax.grad(loss, argnums=(0, 1)), *args)(*args)
+  norm = _global_norm(g_text)
+  assert norm > 4 * c.damsm.grad_clip  # far above the clip: the test can see it
+  assert _global_norm(g_image) > 4 * c.damsm.grad_clip  # ... and would see a clip here
+
+  b1 = c.optim.b1
+  seen_text = jax.tree.map(lambda m: np.asarray(m) / (1 - b1),
+                           optax.tree_utils.tree_get(s1.text.opt_state, "mu"))
+  seen_image = jax.tree.map(lambda m: np.asarray(m) / (1 - b1),
+                            optax.tree_utils.tree_get(s1.image.opt_state, "mu"))
+  assert _global_norm(seen_text) == pytest.approx(c.damsm.grad_clip, rel=1e-5)
+  jax.tree.map(lambda got, g: np.testing.assert_allclose(
+      got, np.asarray(g, np.float64) * c.damsm.grad_clip / norm, rtol=1e-3, atol=1e-7),
+      seen_text, g_text)
+  jax.tree.map(lambda got, g: np.testing.assert_allclose(got, g, rtol=1e-3, atol=1e-6),
+               seen_image, g_image)
+  # The step's parameter update is Adam's first step on that clipped gradient.
+  lr = c.damsm.lr
+  jax.tree.map(lambda new, old, g: np.testing.assert_allclose(
+      new, old - lr * g / (np.abs(g) + 1e-8), rtol=1e-5, atol=1e-7),
+      s1.text.params, s0.text.params, seen_text)
+
+
+@pytest.mark.parametrize("kind", ["damsm", "stream"])
+def test_pretraining_leaves_a_frozen_trunk_bit_for_bit(monkeypatch, kind):
+  """The steps' freezing, run with the small backbone declared frozen (the
+  ImageNet trunks are far too slow to compile here; the next test ties them to
+  the same mechanism): two steps leave its parameters bit for bit, give it no
+  optimizer state, and train everything else."""
+  from mirrorgan_jax import pretrain_steps
+  table = {"damsm": "FROZEN_IMAGE_ENCODER", "stream": "FROZEN_CAPTION_ENCODER"}[kind]
+  monkeypatch.setitem(getattr(pretrain_steps, table), "small", ("cnn",))
+  _, _, s, step, batch = _tiny_pretraining(kind)
+  s0 = jax.device_get(s)
+  for i in range(2):
+    s, metrics = step(s, batch, jax.random.key(i))
+    assert float(metrics["update_skipped"]) == 0.0
+  s = jax.device_get(s)
+  if kind == "damsm":
+    net0, net, frozen = s0.image, s.image, lambda p: p["cnn"]  # noqa: E731
+    trained = lambda p: {k: v for k, v in p.items() if k != "cnn"}  # noqa: E731
+  else:
+    net0, net, frozen = s0.net, s.net, lambda p: p["encoder"]["cnn"]  # noqa: E731
+    trained = lambda p: {"encoder": {k: v for k, v in p["encoder"].items() if k != "cnn"},  # noqa: E731
+                         "decoder": p["decoder"]}
+  assert jax.tree.leaves(frozen(net.params))
+  jax.tree.map(np.testing.assert_array_equal, frozen(net.params), frozen(net0.params))
+  for old, new in zip(jax.tree.leaves(trained(net0.params)), jax.tree.leaves(trained(net.params))):
+    assert not np.array_equal(old, new)
+  assert "'cnn'" not in str(jax.tree_util.tree_structure(net.opt_state))
+
+
+def _passed_through(fn, first_arg, *args) -> tuple[list[str], set[str]]:
+  """Traces `fn(first_arg, *args)`: (the keystr paths of its output's leaves,
+  those of them that are, in the traced program, the very leaf of `first_arg`
+  at the same path, i.e. returned untouched, bit for bit)."""
+  closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(first_arg, *args)
+  in_vars = dict(zip((jax.tree_util.keystr(p) for p, _ in
+                      jax.tree_util.tree_flatten_with_path((first_arg, *args))[0]),
+                     closed.jaxpr.invars))
+  out_paths = [jax.tree_util.keystr(p) for p, _ in
+               jax.tree_util.tree_flatten_with_path(out_shape)[0]]
+  return out_paths, {p for p, v in zip(out_paths, closed.jaxpr.outvars)
+                     if in_vars.get("[0]" + p) is v}
+
+
+IMAGENET_TRUNKS = {
+    # phase: (trunk module, its parent in the params, trained parts of that parent)
+    "damsm": ("inception", lambda s: s.image.params, {"emb_features", "emb_cnn_code"}),
+    "stream": ("resnet", lambda s: s.net.params["encoder"], {"linear", "bn"}),
+}
+
+
+@pytest.mark.parametrize("kind", ["damsm", "stream"])
+def test_imagenet_trunks_are_frozen_whole_and_passed_through(kind):
+  """Inception-v3 (DAMSM) and ResNet-152 (STREAM), traced, not compiled: the
+  optimizer holds state for the projections (and STREAM's BatchNorm) only, the
+  step returns the trunk's parameters as the very input arrays (bit for bit),
+  and a training-mode forward returns the trunk's BatchNorm statistics as they
+  went in (ImageNet statistics, never updated)."""
+  import optax
+  from configs import tiny
+  from mirrorgan_jax import factory, pretrain_steps
+  from mirrorgan_jax.batch import random_batch
+  c = tiny.get_config()
+  c.image_encoder.backbone, c.image_encoder.image_size = "inception_v3", 75
+  c.stream.backbone, c.stream.image_size = "resnet152", 32
+  models = factory.create_models(c)
+  batch = random_batch(c)
+  batch["class_ids"] = np.arange(c.batch_size, dtype=np.int32)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  key = jax.random.key(0)
+  trunk, parent, trained = IMAGENET_TRUNKS[kind]
+  state = jax.eval_shape(
+      lambda k: getattr(pretrain_steps, f"init_{kind}_state")(models, c, k), key)
+  assert len(jax.tree.leaves(parent(state)[trunk])) > 100
+  net = state.image if kind == "damsm" else state.net
+  mu = optax.tree_utils.tree_get(net.opt_state, "mu")
+  assert set(mu if kind == "damsm" else mu["encoder"]) == trained
+
+  step = getattr(pretrain_steps, f"make_{kind}_step")(models, c)
+  out_paths, passed = _passed_through(lambda s, b, k: step(s, b, k)[0], state, abstract, key)
+  trunk_params = [p for p in out_paths if f"['{trunk}']" in p and ".params" in p]
+  assert trunk_params and set(trunk_params) <= passed
+  # Not vacuous: what trains is not passed through.
+  assert not any(f"['{name}']" in p for p in passed for name in trained)
+
+  variables = {"params": net.params, "batch_stats": net.batch_stats}
+  if kind == "damsm":
+    forward = lambda v, x: models.image_encoder.apply(  # noqa: E731
+        v, x, train=True, mutable=["batch_stats"])[1]
+  else:
+    forward = lambda v, x: models.captioner.apply(  # noqa: E731
+        v, x, jnp.asarray(batch["captions"]), train=True, mutable=["batch_stats"])[1]
+  out_paths, passed = _passed_through(forward, variables, abstract["images"][-1])
+  trunk_stats = [p for p in out_paths if f"['{trunk}']" in p]
+  assert trunk_stats and set(trunk_stats) <= passed
+  if kind == "stream":  # not vacuous: the trained BatchNorm ('bn') does move
+    assert any("['bn']" in p for p in set(out_paths) - passed)

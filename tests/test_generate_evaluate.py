@@ -137,9 +137,12 @@ def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
           "--num-images", "20", "--seed", "1"]
   assert evaluate.main(args) == 0
   out = capsys.readouterr().out
-  for line in out.splitlines():
-    if line.startswith(("IS", "FID")):
-      assert inception_net.UNCALIBRATED in line
+  # One IS and one FID line, each labelled: a table without them must fail
+  # here rather than pass for want of lines to check.
+  for metric in ("IS", "FID"):
+    lines = [line for line in out.splitlines() if line.split()[:1] == [metric]]
+    assert len(lines) == 1, (metric, out)
+    assert inception_net.UNCALIBRATED in lines[0], lines[0]
   path = os.path.join(workdir, "eval", "2.json")
   with open(path) as f:
     first = json.load(f)

@@ -27,12 +27,47 @@ Dtype = Any
 _MASK_VALUE = -1e30
 
 
+def _f32_logits(pixels, context):
+  return jnp.einsum("bnc,btc->bnt", pixels, context, preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def low_precision_logits(pixels: jax.Array, context: jax.Array) -> jax.Array:
+  """`_f32_logits` of low-precision (bf16) operands, whose backward pass also
+  runs in the operands' precision. Autodiff of a dot with float32 output would
+  take the float32 cotangent and upcast the other operand: both gradient
+  matmuls would run in float32. Here the cotangent is rounded to the operands'
+  dtype first, as every other activation gradient of a bf16 network is, and
+  the matmuls accumulate in float32 (preferred_element_type)."""
+  return _f32_logits(pixels, context)
+
+
+def _low_precision_logits_fwd(pixels, context):
+  return _f32_logits(pixels, context), (pixels, context)
+
+
+def _low_precision_logits_bwd(residuals, g):
+  pixels, context = residuals
+  g_pixels = jnp.einsum("bnt,btc->bnc", g.astype(context.dtype), context,
+                        preferred_element_type=jnp.float32)
+  g_context = jnp.einsum("bnt,bnc->btc", g.astype(pixels.dtype), pixels,
+                         preferred_element_type=jnp.float32)
+  return g_pixels.astype(pixels.dtype), g_context.astype(context.dtype)
+
+
+low_precision_logits.defvjp(_low_precision_logits_fwd, _low_precision_logits_bwd)
+
+
 def word_attention_weights(pixels: jax.Array, context: jax.Array,
                            mask: jax.Array) -> jax.Array:
   """pixels (B, N, C), context (B, T, C), mask (B, T) True at padding ->
-  attention weights (B, N, T) in float32, rows summing to 1 over words."""
-  logits = jnp.einsum("bnc,btc->bnt", pixels, context,
-                      preferred_element_type=jnp.float32)
+  attention weights (B, N, T) in float32, rows summing to 1 over words.
+  The logits matmul accumulates in float32 whatever the operands' dtype; with
+  low-precision operands its gradient matmuls run in that precision too."""
+  if pixels.dtype == jnp.float32 and context.dtype == jnp.float32:
+    logits = _f32_logits(pixels, context)  # plain autodiff: the float32 program as it was
+  else:
+    logits = low_precision_logits(pixels, context)
   logits = jnp.where(mask[:, None, :], _MASK_VALUE, logits)
   return jax.nn.softmax(logits, axis=-1)
 

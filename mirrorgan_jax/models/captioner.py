@@ -46,7 +46,10 @@ class CaptionEncoder(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     if self.backbone == "resnet152":
-      x = imagenet_normalize(resize_bilinear(images, self.image_size))
+      # Resized in the compute dtype (the resize is a matmul; in bf16 the
+      # image is rounded to bf16 before it rather than after, as the ResNet's
+      # input is anyway), normalised in float32.
+      x = imagenet_normalize(resize_bilinear(images.astype(self.dtype), self.image_size))
       # Frozen ImageNet backbone: always inference-mode BatchNorm.
       feats = ResNet(152, self.dtype, name="resnet")(x.astype(self.dtype), train=False)
     elif self.backbone == "small":

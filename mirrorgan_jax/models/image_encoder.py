@@ -39,7 +39,7 @@ class ImageEncoder(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     if self.backbone == "inception_v3":
-      x = resize_bilinear(images, self.image_size)
+      x = resize_bilinear(images.astype(self.dtype), self.image_size)  # a matmul: compute dtype
       feats = InceptionV3(dtype=self.dtype, name="inception")(x, train=False)
       local, pooled = feats["Mixed_6e"], feats["pool"]
     elif self.backbone == "small":

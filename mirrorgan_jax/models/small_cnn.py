@@ -52,7 +52,6 @@ class SmallCNN(nn.Module):
       x = nn.leaky_relu(x, 0.2)
       maps.append(x)
     local = maps[-2] if len(maps) > 1 else maps[-1]
-    x = x.astype(jnp.float32)
-    if x.shape[1:3] != (self.grid, self.grid):
+    if x.shape[1:3] != (self.grid, self.grid):  # in the compute dtype, as the convs
       x = jax.image.resize(x, (x.shape[0], self.grid, self.grid, x.shape[-1]), "linear")
-    return {"local": local, "global": x.reshape(x.shape[0], -1)}
+    return {"local": local, "global": x.astype(jnp.float32).reshape(x.shape[0], -1)}
