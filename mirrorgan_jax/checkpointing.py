@@ -19,6 +19,7 @@ reported with its path and the next older one is used.
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -66,11 +67,46 @@ class Restored:
   path: str
 
 
+def _damaged_metrics(directory: str) -> list[str]:
+  """The metric files of the checkpoints in `directory` that are not JSON."""
+  bad = []
+  names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+  for name in (n for n in names if n.isdigit()):
+    path = os.path.join(directory, name, "metrics", "metrics")
+    if os.path.isfile(path):
+      try:
+        with open(path, encoding="utf-8") as f:
+          json.load(f)
+      except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        bad.append(path)
+  return bad
+
+
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, opening a folder with an unparsable metric file (as
+  "no metric") instead of failing on it; PhaseCheckpoints reports such files."""
+
+  def _get_metrics(self, step: int):
+    try:
+      return super()._get_metrics(step)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+      return None
+
+
 class PhaseCheckpoints:
   """The checkpoints of one phase, in `directory`."""
 
-  def __init__(self, directory: str, keep_latest: int = 2, async_save: bool = True):
+  def __init__(self, directory: str, keep_latest: int = 2, async_save: bool = True,
+               writer: bool = True):
+    """`writer=False` (generate, evaluate) changes nothing in the folder."""
     self.directory = os.path.abspath(directory)
+    # Orbax reads every checkpoint's metric when it opens the folder and fails
+    # on one that does not parse: a writer sets such files aside (that
+    # checkpoint loses its rank, not its state); a reader leaves them, and
+    # "best" names them.
+    self.damaged_metrics = _damaged_metrics(self.directory)
+    if self.damaged_metrics and writer:
+      self._set_aside_metrics()
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(keep_latest),
         checkpoint_managers.BestN(get_metric_fn=lambda m: m["value"], reverse=True, n=1,
@@ -78,7 +114,7 @@ class PhaseCheckpoints:
     ])
     # best_fn is what makes Orbax write each checkpoint's metric to disk and rank
     # by it (best_step, and BestN after a restart); without it "best" is the newest.
-    self.manager = ocp.CheckpointManager(
+    self.manager = _Manager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=async_save,
@@ -173,7 +209,20 @@ class PhaseCheckpoints:
     multihost_utils.sync_global_devices("mirrorgan_jax: damaged checkpoints set aside")
     self.manager.reload()
 
+  def _set_aside_metrics(self) -> None:
+    if jax.process_index() == 0:
+      for f in self.damaged_metrics:
+        os.replace(f, f + ".damaged")
+        logging.warning("%s does not parse: moved to %s.damaged; that checkpoint is "
+                        "kept but no longer ranked as best", f, f)
+    multihost_utils.sync_global_devices("mirrorgan_jax: damaged metrics set aside")
+    self.damaged_metrics = []
+
   def best_step(self) -> int | None:
+    if self.damaged_metrics:
+      raise CheckpointError("cannot rank the checkpoints by their metric: not JSON: "
+                            + ", ".join(self.damaged_metrics)
+                            + " (name a step, or use the newest)")
     return self.manager.best_step()
 
   def wait(self) -> None:

@@ -100,7 +100,7 @@ def restore(path: str, phase: str, *, which: str = "latest", mesh=None) -> Resto
     raise ValueError(f"which={which!r}: use 'latest' or 'best'")
   loc = locate(path, phase)
   mesh = mesh or parallel.make_mesh()
-  ckpt = PhaseCheckpoints(loc.directory, async_save=False)
+  ckpt = PhaseCheckpoints(loc.directory, async_save=False, writer=False)
   try:
     steps = ckpt.steps()
     if not steps:  # an empty folder says the same as a missing one

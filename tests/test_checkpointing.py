@@ -1,8 +1,9 @@
 """Checkpoint retention and "best": metrics ranked after a restart."""
 
 import jax.numpy as jnp
+import pytest
 
-from mirrorgan_jax.checkpointing import PhaseCheckpoints
+from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
 
 
 def _save(ckpt, step, metric):
@@ -32,3 +33,27 @@ def test_a_checkpoint_without_metric_is_never_best(tmp_path):
   _save(ckpt, 2, None)
   assert ckpt.best_step() == 1
   ckpt.close()
+
+
+def test_a_damaged_metric_file_loses_the_rank_not_the_folder(tmp_path):
+  """Orbax fails to open a folder in which one metric file does not parse. A
+  reader opens it and refuses "best" naming the file; a writer (training)
+  moves the file aside and ranks the others."""
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False)
+  for step, metric in ((1, 5.0), (2, 1.0), (3, 3.0)):
+    _save(ckpt, step, metric)
+  ckpt.close()
+  damaged = tmp_path / "2" / "metrics" / "metrics"
+  damaged.write_text('{"value": 1.')  # cut short
+  reader = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False, writer=False)
+  assert reader.steps() == [1, 2, 3]
+  with pytest.raises(CheckpointError, match=f"not JSON: {damaged}"):
+    reader.best_step()
+  assert reader.restore(lambda meta: {"x": jnp.zeros((2,))}).step == 3
+  reader.close()
+  assert damaged.read_text() == '{"value": 1.'  # a reader changes nothing
+  writer = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False)
+  assert writer.steps() == [1, 2, 3] and writer.best_step() == 3
+  writer.close()
+  assert not damaged.exists()
+  assert (tmp_path / "2" / "metrics" / "metrics.damaged").read_text() == '{"value": 1.'
