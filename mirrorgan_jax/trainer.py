@@ -93,7 +93,7 @@ def guard_nonfinite(step_fn: Callable) -> Callable:
     # The step itself drops an update that is not finite under finite losses
     # (gan_step.py, point 6): counted and handled like a non-finite loss.
     finite = finite & (metrics.get("update_skipped", 0.0) == 0)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    new = gan_state.where_tree(finite, new, state)
     return new, {**metrics, "finite": finite}
 
   return guarded
@@ -250,9 +250,33 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   bar = summaries.Progress(total, iteration, phase, run.is_main)
   last_metrics = dict(restored.meta.get("metrics", {})) if restored else {}
   skipped, t0, n0 = int(last_metrics.get("skipped", 0)), time.perf_counter(), iteration
+  pending = None  # (iteration, metrics) whose finiteness is not read yet
+
+  def check_pending():
+    """Reads whether the pending iteration was finite: a host sync, so it is
+    done once the next step is queued (the host then fetches the following
+    batch while the device computes) and before anything that reads the
+    state. The step's guard already kept the state of a non-finite one."""
+    nonlocal pending, skipped
+    if pending is None:
+      return
+    (bad_iteration, m), pending = pending, None
+    if bool(m["finite"]):
+      return
+    terms = {k: float(v) for k, v in _host(m).items() if k != "finite"}
+    what = "loss" if not all(np.isfinite(v) for v in terms.values()) else "update"
+    if tc.nan_policy == "stop":
+      raise TrainingStopped(
+          f"{phase}: non-finite {what} at iteration {bad_iteration}; the update was not "
+          f"applied. Terms: {terms}. Last good checkpoint: {last_good or 'none'}")
+    skipped += 1
+    logging.warning("%s: non-finite %s at iteration %d skipped: %s", phase, what,
+                    bad_iteration, terms)
+
   try:
     while iteration < total:
       if run.stop.reason or (run.stop_after is not None and run.iterations >= run.stop_after):
+        check_pending()
         if last_good != ckpt.path(iteration):  # not saved at this iteration already
           save(iteration, metrics=last_metrics)
         ckpt.wait()
@@ -267,17 +291,12 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       state, metrics = seg.step(state, batch, key)
       iteration += 1
       run.iterations += 1
-      if not bool(metrics["finite"]):
-        terms = {k: float(v) for k, v in _host(metrics).items() if k != "finite"}
-        what = "loss" if not all(np.isfinite(v) for v in terms.values()) else "update"
-        if tc.nan_policy == "stop":
-          raise TrainingStopped(
-              f"{phase}: non-finite {what} at iteration {iteration}; the update was not "
-              f"applied. Terms: {terms}. Last good checkpoint: {last_good or 'none'}")
-        skipped += 1
-        logging.warning("%s: non-finite %s at iteration %d skipped: %s", phase, what,
-                        iteration, terms)
+      check_pending()  # the previous iteration's; this one is queued behind it
+      pending = (iteration, metrics)
       due = lambda every: every > 0 and iteration % every == 0  # noqa: E731
+      sample_now = seg.samples is not None and (due(tc.sample_every) or iteration == total)
+      if due(tc.log_every) or sample_now or due(tc.checkpoint_every) or iteration == total:
+        check_pending()
       if due(tc.log_every) or iteration == total:
         last_metrics = _metrics_line(_host(metrics))
         now = time.perf_counter()
@@ -286,7 +305,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
         t0, n0 = now, iteration
         log.scalars(iteration, last_metrics)
         bar.update(iteration, last_metrics)
-      if seg.samples is not None and (due(tc.sample_every) or iteration == total):
+      if sample_now:
         seg.samples(state, iteration, log)
       if iteration == total:
         if seg.report is not None:
