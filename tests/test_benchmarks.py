@@ -152,3 +152,15 @@ def test_birds_needs_no_pillow(monkeypatch):
   assert (config.dataset, config.batch_size, config.model.num_stages) == ("birds", 12, 3)
   with pytest.raises(ModuleNotFoundError):
     gpu_step.preset_config("tiny")
+
+
+def test_train_loop_splits_the_log_windows_at_checkpoints_and_samples():
+  from benchmarks import train_loop  # pylint: disable=import-outside-toplevel
+  logs = [{"step": s, "time": t} for s, t in
+          ((50, 10.0), (100, 20.0), (150, 39.0), (200, 49.0), (250, 59.0), (300, 70.0))]
+  # Checkpoints at 100 and 200, a sample at 150: the windows starting there are busy.
+  quiet, busy = train_loop.windows(logs, sample_every=150, checkpoint_every=100)
+  assert quiet == [(50, 10.0), (50, 11.0)]
+  assert busy == [(50, 19.0), (50, 10.0), (50, 10.0)]
+  assert train_loop.windows(logs, 0, 0) == ([(50, 10.0), (50, 19.0), (50, 10.0), (50, 10.0),
+                                             (50, 11.0)], [])
