@@ -140,6 +140,7 @@ def _check_shapes(r) -> None:
   r("data.shapes.seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
   for f in ("train_size", "test_size", "test_heldout_size"):
     r(f"data.shapes.{f}", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+  r("data.shapes.cache_mb", lambda v: v >= 0, "a number of megabytes >= 0")
   pairs = {(c, s) for c in shapes.COLORS for s in shapes.SHAPES}
   r("data.shapes.heldout",
     lambda v: all(tuple(p) in pairs for p in v) and len({tuple(p) for p in v}) < len(pairs),

@@ -2,6 +2,8 @@
 determinism, exact resume, per-process sharding, mismatched captions, and one
 training step fed by it on 8 devices."""
 
+import pickle
+
 import jax
 import numpy as np
 import pytest
@@ -36,6 +38,47 @@ def test_shapes_source_matches_the_dataset():
   assert len(src.vocab) == 45 == shapes_config.get_config().text.vocab_size
   with pytest.raises(IndexError, match="out of range"):
     src.example(20)
+
+
+def _batches(source, near_misses, n=6):
+  ds = pipeline.train_dataset(source, batch_size=8, sizes=(16, 32), words_num=6, seed=5,
+                              near_misses=near_misses)
+  ev = pipeline.eval_dataset(source, batch_size=8, sizes=(16, 32), words_num=6)
+  return [ds[i] for i in range(n)] + [ev[i] for i in range(3)]
+
+
+@pytest.mark.parametrize("near_misses", [False, True])
+def test_the_cache_changes_no_batch_and_keeps_to_its_budget(near_misses):
+  """Kept examples give bitwise the batches of freshly rendered ones, on a
+  first pass (filling the cache) and a second (reading it); the cache stops at
+  its budget, its arrays cannot be written, and a pickled copy (a grain worker)
+  starts empty."""
+  fresh = ShapesSource("train", 32, 24, 1, stage_sizes=(16, 32))
+  kept = ShapesSource("train", 32, 24, 1, stage_sizes=(16, 32), cache_mb=1)
+  want = _batches(fresh, near_misses)
+  assert not fresh._made
+  for _ in range(2):
+    assert all(_equal(a, b) for a, b in zip(_batches(kept, near_misses), want))
+  assert sorted(kept._made) == list(range(24))  # 24 x (16² + 32²) x 3 bytes < 1 MB
+  assert kept._cached_bytes == 24 * (16 * 16 + 32 * 32) * 3
+  made = kept._made[3]
+  assert made.class_id == fresh.class_id(3) and not made.stages[0].flags.writeable
+  assert all(np.array_equal(a, b) for a, b in zip(made.caption_ids, fresh.caption_ids(3)))
+  small = ShapesSource("train", 32, 24, 1, stage_sizes=(16, 32), cache_mb=4 * 3840 / 2**20)
+  assert all(_equal(a, b) for a, b in zip(_batches(small, near_misses), want))
+  assert len(small._made) == 4
+  assert pickle.loads(pickle.dumps(kept))._made == {}
+
+
+def test_every_phase_of_a_job_reads_one_shapes_source(config):
+  """The cache outlives a phase: each phase's pipeline gets the same source."""
+  a, _ = pipeline.from_config(config)
+  b, _ = pipeline.from_config(config)
+  other = config.copy_and_resolve_references()
+  other.data.shapes.seed = 1
+  c, _ = pipeline.from_config(other)
+  assert a is b and a is not c
+  assert a.stage_sizes == (16, 32) and a._cache_bytes == config.data.shapes.cache_mb * 2**20
 
 
 def test_composition_ids_identify_what_captions_say():

@@ -73,6 +73,8 @@ class _Examples(grain.transforms.Map):
   def _images(self, ex, rng):
     if self.source.photographs:
       return image_ops.official_stages(ex.image, ex.bbox, self.sizes, rng)
+    if ex.stages is not None and tuple(x.shape[0] for x in ex.stages) == self.sizes:
+      return ex.stages
     return image_ops.stage_images(ex.image, self.sizes)
 
   def _mismatch(self, index: int, class_id: int, rng) -> int:
@@ -180,7 +182,7 @@ def from_config(config, split: str = "train", *, train: bool = True,
   """(source, dataset of host-local batches) for `split` of config.dataset, at
   the config's stage sizes, batch size and caption length."""
   sizes = stage_sizes(config)
-  source = sources.make_source(config, split, max(sizes))
+  source = sources.make_source(config, split, max(sizes), sizes)
   if len(source.vocab) != config.text.vocab_size:
     raise VocabularyError(
         f"config.text.vocab_size is {config.text.vocab_size} but the {config.dataset} "

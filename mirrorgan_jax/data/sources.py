@@ -5,13 +5,16 @@ plus what the preprocessing needs), `caption_ids(i)` and `class_id(i)`
 (cheap: no image is decoded, for drawing mismatched captions).
 
 - `ShapesSource` renders the embedded dataset on the fly: every example is a
-  pure function of (split, index, seed), so nothing is stored.
+  pure function of (split, index, seed), so nothing is stored on disk; what was
+  made is kept in memory (up to `cache_mb`), since a job visits every index
+  several times, and draws it again as another example's mismatch.
 - `TfdsSource` reads a prepared `attngan_birds` / `attngan_coco` TFDS dataset
   (array_record), decoding JPEGs itself so grey and CMYK files become RGB as in
   the official loader.
 """
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -34,6 +37,21 @@ class SourceExample:
   caption_ids: tuple[np.ndarray, ...]  # every caption of the image, as ids
   class_id: int
   key: str
+  # uint8 (s, s, 3) per stage size, where the source makes them itself (shapes):
+  # the pipeline then resizes nothing.
+  stages: tuple[np.ndarray, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Made:
+  """What ShapesSource keeps of one example: all but the caption strings."""
+  class_id: int
+  caption_ids: tuple[np.ndarray, ...]
+  stages: tuple[np.ndarray, ...]
+
+  @property
+  def nbytes(self) -> int:
+    return sum(x.nbytes for x in self.stages)
 
 
 class ShapesSource:
@@ -41,21 +59,34 @@ class ShapesSource:
   photographs = False  # no crop or flip: they would break positions and relations
 
   def __init__(self, split: str, size: int, length: int, seed: int = 0,
-               heldout=shapes.DEFAULT_HELDOUT):
+               heldout=shapes.DEFAULT_HELDOUT, stage_sizes=None, cache_mb: float = 0):
     if split not in shapes.SPLITS:
       raise ValueError(f"unknown shapes split {split!r}: use one of {shapes.SPLITS}")
     if length < 2:
       raise ValueError(f"a shapes split needs at least 2 examples, got {length}")
     self.split, self.size, self.length, self.seed = split, size, length, seed
     self.heldout = tuple(tuple(p) for p in heldout)
+    self.stage_sizes = tuple(stage_sizes or (size,))
+    if max(self.stage_sizes) != size:
+      raise ValueError(f"stage sizes {self.stage_sizes} must end at the rendered size {size}")
     self.vocab = Vocabulary((PAD_WORD, *shapes.caption_words()))
     self.captions_per_image = shapes.CAPTIONS_PER_IMAGE
     # caption -> word ids. The templates repeat the same few thousand strings,
     # and tokenizing was a fifth of the input pipeline's time.
     self._ids: dict[str, np.ndarray] = {}
+    # index -> _Made, while it fits in cache_mb (first made, first kept: the
+    # values never change, so nothing is ever evicted). Rendering, captions
+    # and resizing were nine tenths of the pipeline's time.
+    self._made: dict[int, _Made] = {}
+    self._cache_bytes, self._cached_bytes = int(cache_mb * 2**20), 0
 
   def __len__(self) -> int:
     return self.length
+
+  def __getstate__(self) -> dict:
+    # grain's worker processes get a copy: they start with an empty cache
+    # rather than a pickle of hundreds of megabytes.
+    return {**self.__dict__, "_made": {}, "_cached_bytes": 0}
 
   def _check(self, index: int) -> None:
     if not 0 <= index < self.length:
@@ -73,10 +104,34 @@ class ShapesSource:
       self._ids[caption] = ids
     return ids
 
+  def _stages(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+    stages = image_ops.stage_images(Image.fromarray(image), self.stage_sizes)
+    for x in stages:
+      x.flags.writeable = False  # shared between batches
+    return stages
+
+  def _get(self, index: int) -> _Made:
+    self._check(index)
+    made = self._made.get(index)
+    if made is None:
+      ex = shapes.example(self.split, index, self.seed, self.size, self.heldout)
+      made = _Made(shapes.composition_id(ex.scene), tuple(self._encode(c) for c in ex.captions),
+                   self._stages(ex.image))
+      if self._cached_bytes + made.nbytes <= self._cache_bytes:
+        self._made[index] = made
+        self._cached_bytes += made.nbytes
+    return made
+
   def caption_ids(self, index: int) -> tuple[np.ndarray, ...]:
+    made = self._made.get(index)
+    if made is not None:
+      return made.caption_ids
     return tuple(self._encode(c) for c in self.captions(index))
 
   def class_id(self, index: int) -> int:
+    made = self._made.get(index)
+    if made is not None:
+      return made.class_id
     self._check(index)
     return shapes.composition_id(shapes.sample_scene(self.split, index, self.seed,
                                                      self.heldout))
@@ -90,15 +145,14 @@ class ShapesSource:
     if scene is None:
       return None
     ids = tuple(self._encode(c) for c in shapes.captions_for(scene, rng))
-    return SourceExample(Image.fromarray(shapes.render(scene, self.size)), None, ids,
-                         shapes.composition_id(scene), f"{self.split}/{index}/near_miss")
+    image = shapes.render(scene, self.size)
+    return SourceExample(Image.fromarray(image), None, ids, shapes.composition_id(scene),
+                         f"{self.split}/{index}/near_miss", self._stages(image))
 
   def example(self, index: int) -> SourceExample:
-    self._check(index)
-    ex = shapes.example(self.split, index, self.seed, self.size, self.heldout)
-    ids = tuple(self._encode(c) for c in ex.captions)
-    return SourceExample(Image.fromarray(ex.image), None, ids,
-                         shapes.composition_id(ex.scene), f"{self.split}/{index}")
+    made = self._get(index)
+    return SourceExample(Image.fromarray(made.stages[-1]), None, made.caption_ids,
+                         made.class_id, f"{self.split}/{index}", made.stages)
 
 
 class TfdsSource:
@@ -151,15 +205,23 @@ class TfdsSource:
     return SourceExample(image, bbox, self._split_ids(r), int(r["class_id"]), key)
 
 
-def make_source(config, split: str, size: int):
-  """The source of `split` for `config.dataset`, images at `size` (shapes) or
-  as stored (photographs). Prepares a real dataset from config.data.manual_dir
-  on first use."""
+@functools.lru_cache(maxsize=8)
+def _shapes_source(*args) -> ShapesSource:
+  """One source per process for equal arguments, so that its cache serves
+  every phase of a job."""
+  return ShapesSource(*args)
+
+
+def make_source(config, split: str, size: int, stage_sizes=None):
+  """The source of `split` for `config.dataset`, images at `size` (shapes:
+  also at `stage_sizes`, ending at `size`) or as stored (photographs).
+  Prepares a real dataset from config.data.manual_dir on first use."""
   if config.dataset == "shapes":
     s = config.data.shapes
     length = {"train": s.train_size, "test": s.test_size,
               "test_heldout": s.test_heldout_size}[split]
-    return ShapesSource(split, size, length, s.seed, s.heldout)
+    return _shapes_source(split, size, length, s.seed, tuple(tuple(p) for p in s.heldout),
+                          tuple(stage_sizes or (size,)), float(s.get("cache_mb", 0)))
   kind = config.dataset
   if kind not in tfds_builders.BUILDERS:
     raise ValueError(f"config.dataset={kind!r} has no data source; use shapes, birds or coco")
