@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from mirrorgan_jax.config_check import check_config, stage_sizes
@@ -47,3 +48,25 @@ def create_models(config) -> Models:
       g_tx=adam(config.optim.g_lr, config),
       d_tx=adam(config.optim.d_lr, config),
   )
+
+
+# What no network, step or sampler reads: these change between runs that
+# compile the same programs (a resumed run, a gan-only run, another log cadence
+# or length, another evaluation of the same model).
+NOT_COMPILED = ("train", "eval", "data", "seed", "damsm.weights", "stream.weights",
+                "damsm.num_steps", "stream.num_steps", "gan.num_steps")
+
+
+def program_config(config) -> ml_collections.ConfigDict:
+  """`config` without the fields compiled programs never read. Steps and
+  samplers are built from this and memoised by it, so reading one of those
+  fields there fails instead of reusing a program compiled for another value."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for path in NOT_COMPILED:
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    if leaf in node:
+      del node[leaf]
+  return c

@@ -66,12 +66,15 @@ def _net_state(variables, tx) -> NetState:
   return NetState(params, variables.get("batch_stats", {}), tx.init(params))
 
 
-def init_gan_state(models: Models, config, key: jax.Array) -> GANState:
-  """All networks from one key. STEM and STREAM start random here; the
-  pretraining phases (or converted weights) replace them."""
+def init_gan_state(models: Models, config, key: jax.Array,
+                   pretrained: tuple[PyTree, PyTree] | None = None) -> GANState:
+  """All networks from one key. STEM and STREAM start random here, unless
+  `pretrained` gives them (text encoder params, STREAM variables): the trainer
+  passes the pretraining phases' ones, so that nothing is initialised only to
+  be replaced (for birds, a random ResNet-152). G and the Ds are the same
+  either way."""
   x = example_inputs(config)
   k_text, k_g, k_noise, k_stream, k_d = jax.random.split(key, 5)
-  text = models.text_encoder.init(k_text, x["captions"], x["lengths"])
   g = models.generator.init({"params": k_g, "noise": k_noise}, x["z"], x["sentence"],
                             x["words"], x["mask"])
   ds = tuple(
@@ -79,7 +82,11 @@ def init_gan_state(models: Models, config, key: jax.Array) -> GANState:
       for d, k, img in zip(models.discriminators,
                            jax.random.split(k_d, len(models.discriminators)),
                            x["images"]))
-  stream = models.captioner.init(k_stream, x["images"][-1], x["captions"])
+  if pretrained is None:
+    text = models.text_encoder.init(k_text, x["captions"], x["lengths"])["params"]
+    stream = dict(models.captioner.init(k_stream, x["images"][-1], x["captions"]))
+  else:
+    text, stream = pretrained
   g_state = _net_state(g, models.g_tx)
   return GANState(step=jnp.zeros((), jnp.int32), g=g_state, g_ema=g_state.params,
-                  d=ds, text_encoder=text["params"], stream=dict(stream))
+                  d=ds, text_encoder=text, stream=stream)

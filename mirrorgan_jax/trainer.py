@@ -160,12 +160,15 @@ def _host(tree):
 _COMPILED: dict = {}
 
 
-def _compiled(run: "Run", name: str, make: Callable) -> Callable:
-  """One jitted function per (name, config, devices) in this process, so a
-  resumed or repeated run in the same process reuses compiled programs."""
-  key = (name, run.config.to_json_best_effort(), tuple(d.id for d in run.mesh.devices.flat))
+def _compiled(run: "Run", name: str, config, make: Callable[[ml_collections.ConfigDict],
+                                                              Callable]) -> Callable:
+  """`make(factory.program_config(config))`, once per (name, that config,
+  devices) in this process: a resumed or repeated run in the same process
+  reuses compiled programs."""
+  pc = factory.program_config(config)
+  key = (name, pc.to_json_best_effort(), tuple(d.id for d in run.mesh.devices.flat))
   if key not in _COMPILED:
-    _COMPILED[key] = make()
+    _COMPILED[key] = make(pc)
   return _COMPILED[key]
 
 
@@ -352,17 +355,17 @@ def pretrain_init(run: Run, models, phase: str, backbone: bool = True) -> Callab
   configured ImageNet weights are put in (not needed for shapes alone)."""
   pc = phase_config(run.config, phase)
   init_state = _PRETRAIN[phase][0]
-  init = _compiled(run, f"{phase}_init", lambda: parallel.jit_init(
-      lambda k: init_state(models, pc, k), run.mesh))
+  init = _compiled(run, f"{phase}_init", pc, lambda c: parallel.jit_init(
+      lambda k: init_state(models, c, k), run.mesh))
   return backbones.with_backbone(init, run.config, phase, run.mesh) if backbone else init
 
 
 def pretrain_segments(run: Run, models, phase: str) -> list[Segment]:
   pc = phase_config(run.config, phase)
   _, make_step, make_eval, metric = _PRETRAIN[phase]
-  step = _compiled(run, f"{phase}_step", lambda: parallel.jit_train_step(
-      guard_nonfinite(make_step(models, pc)), run.mesh))
-  evaluate = _compiled(run, f"{phase}_eval", lambda: jax.jit(make_eval(models, pc)))
+  step = _compiled(run, f"{phase}_step", pc, lambda c: parallel.jit_train_step(
+      guard_nonfinite(make_step(models, c)), run.mesh))
+  evaluate = _compiled(run, f"{phase}_eval", pc, lambda c: jax.jit(make_eval(models, c)))
   batches = _eval_batches(run.config, phase, run.mesh, run.config.train.eval_batches)
   return [Segment(0, 0, pretrain_init(run, models, phase), step,
                   evaluate=lambda s: _mean_eval(evaluate, metric, s, batches))]
@@ -396,21 +399,21 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
     cn = ml_collections.ConfigDict(config.to_dict())
     cn.model.num_stages = n
     models = factory.create_models(cn)
-    raw_init = _compiled(run, f"gan_init_{n}", lambda m=models, c=cn: parallel.jit_init(
-        lambda k: gan_state.init_gan_state(m, c, k), mesh))
+    raw_init = _compiled(run, f"gan_init_{n}", cn, lambda c, m=models: jax.jit(
+        lambda k, pretrained: gan_state.init_gan_state(m, c, k, pretrained),
+        out_shardings=parallel.replicated(mesh)))
 
     def init(key, raw_init=raw_init):
-      text, stream = _replicated_copy(mesh, (text_params, stream_vars))
-      return raw_init(key).replace(text_encoder=text, stream=stream)
+      return raw_init(key, _replicated_copy(mesh, (text_params, stream_vars)))
 
     def grow(old, init=init, n=n):
-      return _compiled(run, "gan_grow", lambda: jax.jit(
+      return _compiled(run, "gan_grow", config, lambda _: jax.jit(
           _grow, out_shardings=parallel.replicated(mesh)))(
           init(jax.random.fold_in(jax.random.key(config.seed), 1000 + n)), old)
 
-    sampler = _compiled(run, f"gan_sampler_{n}", lambda m=models, c=cn: jax.jit(
+    sampler = _compiled(run, f"gan_sampler_{n}", cn, lambda c, m=models: jax.jit(
         make_sampler(m, c)))
-    step = _compiled(run, f"gan_step_{n}", lambda m=models, c=cn: parallel.jit_train_step(
+    step = _compiled(run, f"gan_step_{n}", cn, lambda c, m=models: parallel.jit_train_step(
         guard_nonfinite(gan_step.make_train_step(m, c)), mesh))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from mirrorgan_jax import generate, trainer
+from mirrorgan_jax import factory, generate, trainer
 from mirrorgan_jax.checkpointing import PhaseCheckpoints
 from mirrorgan_jax.data import shapes_scorer
 from mirrorgan_jax.sampling import example_keys
@@ -216,6 +216,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   meta = ck.meta(step)
   ck.close()
   assert step >= 2 and not meta["complete"] and meta["iteration"] == step
+
+
+def test_runs_that_differ_only_in_what_programs_do_not_read_share_them():
+  """A resumed, longer, gan-only or otherwise logged run reuses the compiled
+  programs: they are built from `factory.program_config`, which drops exactly those
+  fields (a builder reading one would fail in every test of this file)."""
+  a = growth_config()
+  b = growth_config()
+  b.train.log_every, b.train.phases, b.eval.train_metric = 7, "gan", "fid"
+  b.data.workers, b.seed, b.damsm.weights, b.stream.weights = 3, 11, "/w", "/w"
+  b.damsm.num_steps = b.stream.num_steps = b.gan.num_steps = 99
+  pa, pb = factory.program_config(a), factory.program_config(b)
+  assert pa.to_json_best_effort() == pb.to_json_best_effort()
+  assert not {"train", "eval", "data", "seed"} & set(pa) and "weights" not in pa.damsm
+  assert pa.model.to_dict() == a.model.to_dict() and pa.damsm.lr == a.damsm.lr
+  for field in ("model.ngf", "loss.stream_weight", "damsm.lr", "batch_size", "dtype"):
+    c = growth_config()
+    *parents, leaf = field.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = "bfloat16" if leaf == "dtype" else node[leaf] * 2
+    assert factory.program_config(c).to_json_best_effort() != pa.to_json_best_effort(), field
 
 
 def test_stage_schedule_is_validated():
