@@ -47,6 +47,21 @@ class Samples:
   words: list  # per caption: the words the model saw (unknown ones dropped)
 
 
+_SAMPLING: dict = {}
+
+
+def _sampling_programs(config):
+  """(sample, its jitted form, the jitted last stage as uint8), once per
+  `factory.program_config` in this process: another TextToImage of the same
+  model (a second evaluation, a notebook) reuses the compiled programs."""
+  key = factory.program_config(config).to_json_best_effort()
+  if key not in _SAMPLING:
+    sample = make_sampler(factory.create_models(config), factory.program_config(config))
+    _SAMPLING[key] = (sample, jax.jit(sample),
+                      jax.jit(lambda *args: summaries.to_uint8(sample(*args)[0][-1], jnp)))
+  return _SAMPLING[key]
+
+
 class TextToImage:
   """A trained generator, loaded once from a workdir or checkpoint location
   (see `mirrorgan_jax.trained`); `sample` and `generate` are jit-compiled,
@@ -62,9 +77,9 @@ class TextToImage:
     self.vocab.check_size(np.shape(params["text_encoder"]["embedding"]["embedding"])[0],
                           "the checkpoint's text encoder")
     self._params = params
-    sample = make_sampler(factory.create_models(self.config), self.config)
-    self._sampler = jax.jit(sample)
-    self._last_stage = jax.jit(lambda *args: summaries.to_uint8(sample(*args)[0][-1], jnp))
+    # sample_fn: pure, for programs built on it (evaluate's measuring job).
+    self.sample_fn, self._sampler, self._last_stage = _sampling_programs(self.config)
+    self.params = params
     n = self.mesh.size
     self.batch_size = -(-(batch_size or self.config.batch_size) // n) * n
     self.sizes = stage_sizes(self.config)

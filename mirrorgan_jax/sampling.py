@@ -70,10 +70,20 @@ def batched(fn: Callable, params, mesh, batch_size: int, ids, lens, keys):
   """Runs `fn(params, ids, lens, keys)` over rows in batches of `batch_size`
   (a multiple of the mesh size; the last batch padded), the batch sharded
   over the mesh of this process's devices; yields each batch's outputs as
-  numpy arrays with the padding removed, in order."""
+  numpy arrays with the padding removed, in order. Batch i + 1 is queued
+  before batch i is read back, so the devices never wait for the host."""
   sharding = parallel.data_sharded(mesh)
+  pending = None
   for start in range(0, len(ids), batch_size):
     n = min(batch_size, len(ids) - start)
     take = np.minimum(np.arange(start, start + batch_size), start + n - 1)  # pad: repeat the last row
     out = fn(params, *jax.device_put((ids[take], lens[take], keys[take]), sharding))
-    yield jax.tree.map(lambda x: np.asarray(x)[:n], out)
+    if pending is not None:
+      yield _host(*pending)
+    pending = out, n
+  if pending is not None:
+    yield _host(*pending)
+
+
+def _host(out, n: int):
+  return jax.tree.map(lambda x: np.asarray(x)[:n], out)

@@ -14,6 +14,7 @@ from PIL import Image
 from configs import tiny
 from mirrorgan_jax import evaluate, generate, trainer
 from mirrorgan_jax.metrics import inception_net
+from mirrorgan_jax.sampling import batched, example_keys
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,29 @@ def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
     second = json.load(f)
   for k in ("is", "fid", "rprecision", "alignment"):
     assert second["metrics"][k] == first["metrics"][k], k
+
+
+def test_the_measuring_job_equals_sampling_then_measuring(workdir, model):
+  """evaluate's one program per batch (sample, uint8, Inception, DAMSM image
+  codes) gives the features of the images `sample` returns, measured
+  separately, in order: 11 captions over batches of 8 with the last padded."""
+  texts = [f"a {size} {color} circle on the left" for size in ("big", "small")
+           for color in ("red", "green", "blue", "white", "yellow", "purple")][:11]
+  ids, lens = model.encode(texts)
+  keys = example_keys(jax.random.key(5), np.arange(len(ids)))
+  images = np.concatenate(list(model.last_stage_images(ids, lens, keys)))
+  net = inception_net.load(None, image_size=75, mesh=model.mesh)
+  damsm = evaluate._DamsmCodes(workdir, model)
+  want = dict(zip(("pool", "logits"), net(images)))
+  want["codes"] = np.asarray(jax.jit(damsm.image_codes)(damsm.image_vars, images))
+  job = evaluate.measuring_job(model.sample_fn, net.forward, damsm.image_codes)
+  out = list(batched(job, (model.params, net.variables, damsm.image_vars), model.mesh,
+                     model.batch_size, ids, lens, keys))
+  assert model.batch_size == 8 and [len(o["pool"]) for o in out] == [8, 3]
+  for k, v in want.items():
+    got = np.concatenate([o[k] for o in out])
+    assert got.shape == v.shape and np.abs(v).max() > 0, k
+    np.testing.assert_allclose(got, v, rtol=1e-5, atol=1e-5 * np.abs(v).max(), err_msg=k)
 
 
 def test_evaluate_alignment_matches_the_training_report(workdir):

@@ -12,6 +12,7 @@ Images go in as pytorch-fid feeds them: RGB in [-1, 1], resized bilinearly
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 
@@ -78,6 +79,19 @@ def random_weights(model: InceptionV3, seed: int = 0) -> dict:
   return unflatten(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _programs(model: InceptionV3, size: int):
+  """(forward, its jitted form), once per network and input size in this
+  process: every InceptionNet of them shares the compiled program."""
+
+  def forward(variables, images):
+    x = images.astype(jnp.float32) / 127.5 - 1.0 if images.dtype == jnp.uint8 else images
+    out = model.apply(variables, resize_bilinear(x, size))
+    return out["pool"], out.get("logits", jnp.zeros((len(x), 0)))
+
+  return forward, jax.jit(forward)
+
+
 @dataclasses.dataclass
 class InceptionNet:
   """Pool features and class logits of images, jit-compiled and sharded."""
@@ -91,14 +105,8 @@ class InceptionNet:
   def __post_init__(self):
     self.mesh = self.mesh or parallel.make_mesh(jax.local_devices())
     self.variables = jax.device_put(self.variables, parallel.replicated(self.mesh))
-    size, model = self.image_size, self.model
-
-    def forward(variables, images):
-      x = images.astype(jnp.float32) / 127.5 - 1.0 if images.dtype == jnp.uint8 else images
-      out = model.apply(variables, resize_bilinear(x, size))
-      return out["pool"], out.get("logits", jnp.zeros((len(x), 0)))
-
-    self._forward = jax.jit(forward)
+    # forward: pure, for programs that make the images too.
+    self.forward, self._forward = _programs(self.model, self.image_size)
 
   def __call__(self, images, batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, 3) (or float in [-1, 1]) -> (pool (N, 2048), logits (N, C))."""
