@@ -62,7 +62,9 @@ def mib(n_bytes) -> str:
   return f"{n_bytes / 2**20:,.0f} MiB"
 
 
-def time_preset(name: str) -> None:
+def setup(name: str):
+  """(config, mesh, state, batch, key, compiled step, compile seconds) of a
+  preset, the state random and the batch random, on all devices."""
   config = preset_config(name)
   if FLAGS.dtype:
     config.dtype = FLAGS.dtype
@@ -74,19 +76,28 @@ def time_preset(name: str) -> None:
   batch = parallel.global_batch(mesh, random_batch(config))
   key = jax.random.key(1)
   step = parallel.jit_train_step(gan_step.make_train_step(models, config), mesh)
-
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
-  compile_s = time.perf_counter() - t0
-  for _ in range(FLAGS.warmup):
+  return config, mesh, state, batch, key, compiled, time.perf_counter() - t0
+
+
+def timed_steps(compiled, state, batch, key, warmup: int, steps: int):
+  """(state, metrics, milliseconds of each timed step)."""
+  for _ in range(warmup):
     state, metrics = compiled(state, batch, key)
   jax.block_until_ready(metrics)
   times = []
-  for _ in range(FLAGS.steps):
+  for _ in range(steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batch, key)
     jax.block_until_ready(metrics)
     times.append(1000 * (time.perf_counter() - t0))
+  return state, metrics, times
+
+
+def time_preset(name: str) -> None:
+  config, mesh, state, batch, key, compiled, compile_s = setup(name)
+  state, metrics, times = timed_steps(compiled, state, batch, key, FLAGS.warmup, FLAGS.steps)
 
   med = statistics.median(times)
   sizes = "/".join(str(s) for s in stage_sizes(config))

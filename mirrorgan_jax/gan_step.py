@@ -73,12 +73,15 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     z_key, noise_key = jax.random.split(key)
     captions, lengths = batch["captions"], batch["caption_lens"]
     mask = padding_mask(lengths, captions.shape[1])
-    words, sentence = encode_text(models, state.text_encoder, captions, lengths)
-    if "wrong_captions" in batch:
-      _, wrong_sentence = encode_text(models, state.text_encoder,
-                                      batch["wrong_captions"], batch["wrong_caption_lens"])
-    else:
-      wrong_sentence = jnp.roll(sentence, -1, axis=0)
+    # The named scopes tag the compiled ops by part of the iteration, for
+    # profiles (benchmarks/step_parts.py); they change no result.
+    with jax.named_scope("text"):
+      words, sentence = encode_text(models, state.text_encoder, captions, lengths)
+      if "wrong_captions" in batch:
+        _, wrong_sentence = encode_text(models, state.text_encoder,
+                                        batch["wrong_captions"], batch["wrong_caption_lens"])
+      else:
+        wrong_sentence = jnp.roll(sentence, -1, axis=0)
     z = jax.random.normal(z_key, (captions.shape[0], z_dim))
 
     def g_forward(g_params):
@@ -88,8 +91,9 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
           mutable=["batch_stats"])
       return (images, mu, logvar), new_vars["batch_stats"]
 
-    (fakes, mu, logvar), g_vjp, g_batch_stats = jax.vjp(
-        g_forward, state.g.params, has_aux=True)
+    with jax.named_scope("g_forward"):
+      (fakes, mu, logvar), g_vjp, g_batch_stats = jax.vjp(
+          g_forward, state.g.params, has_aux=True)
 
     metrics = {}
     new_d, d_ok = [], []
@@ -103,9 +107,10 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
         loss, terms = losses.discriminator_loss(logits)
         return loss, (terms, new_vars["batch_stats"])
 
-      (d_loss, (terms, d_stats)), d_grads = jax.value_and_grad(
-          d_loss_fn, has_aux=True)(d.params)
-      d_new, ok = _apply_updates(d, d_grads, d_stats, models.d_tx)
+      with jax.named_scope(f"d_update_{i}"):
+        (d_loss, (terms, d_stats)), d_grads = jax.value_and_grad(
+            d_loss_fn, has_aux=True)(d.params)
+        d_new, ok = _apply_updates(d, d_grads, d_stats, models.d_tx)
       # A D whose update is not finite meets G as it was: G's loss and
       # metrics stay finite, so the flags below tell what went wrong.
       new_d.append(where_tree(ok, d_new, d))
@@ -128,12 +133,15 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       total = total + stream_weight * terms["g_stream"] + kl_weight * terms["g_kl"]
       return total, (terms, d_stats)
 
-    (g_loss, (g_terms, d_stats)), cotangents = jax.value_and_grad(
-        g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
-    (g_grads,) = g_vjp(cotangents)
-    g, g_ok = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
-    g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                         state.g_ema, g.params)
+    with jax.named_scope("g_loss"):
+      (g_loss, (g_terms, d_stats)), cotangents = jax.value_and_grad(
+          g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
+    with jax.named_scope("g_backward"):
+      (g_grads,) = g_vjp(cotangents)
+    with jax.named_scope("g_update"):
+      g, g_ok = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
+      g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                           state.g_ema, g.params)
     # The G pass runs the discriminators in training mode too, which moves
     # their running statistics, as the official code.
     new_d = tuple(d.replace(batch_stats=s) for d, s in zip(new_d, d_stats))

@@ -164,3 +164,70 @@ def test_train_loop_splits_the_log_windows_at_checkpoints_and_samples():
   assert busy == [(50, 19.0), (50, 10.0), (50, 10.0)]
   assert train_loop.windows(logs, 0, 0) == ([(50, 10.0), (50, 19.0), (50, 10.0), (50, 10.0),
                                              (50, 11.0)], [])
+
+
+def test_evaluate_rate_times_sampling_and_the_measuring_job_at_tiny():
+  """benchmarks/evaluate_rate.py at the tiny config on the 8 test devices:
+  both jobs run over every timed image and the 30,000-image time follows
+  from the rate."""
+  from benchmarks import evaluate_rate  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  r = evaluate_rate.measure(tiny.get_config(), images=20)
+  assert (r["batch"], r["images"], r["devices"], r["stage_sizes"]) == (8, 20, 8, [16, 32])
+  assert r["inception_image_size"] == 75 and r["init_s"] > 0
+  for job in ("sampling", "measuring"):
+    rate = r[f"{job}_images_per_s"]
+    assert rate > 0 and r[f"{job}_compile_s"] > 0
+    assert math.isclose(r[f"{job}_protocol_minutes"], 30_000 / rate / 60)
+
+
+def test_step_parts_attributes_profiled_ops_by_their_scopes(tmp_path):
+  """benchmarks/step_parts.py on a small program with the step's scopes (a
+  forward kept by vjp, a D update, a loss whose gradient is pulled back
+  through the forward, an update): a real profile's ops land in their parts,
+  and only the heavy parts take measurable time."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from benchmarks import step_parts  # pylint: disable=import-outside-toplevel
+
+  def step(x, w, v):
+    with jax.named_scope("text"):
+      x = x + 1.0
+    with jax.named_scope("g_forward"):
+      y, g_vjp = jax.vjp(lambda w: jnp.tanh(x @ w), w)
+    with jax.named_scope("d_update_0"):
+      v = v - 0.1 * jax.grad(lambda v: jnp.sum(jnp.sin(jax.lax.stop_gradient(y) @ v)))(v)
+    with jax.named_scope("g_loss"):
+      loss, ct = jax.value_and_grad(lambda y: jnp.sum(jnp.cos(y @ v)))(y)
+    with jax.named_scope("g_backward"):
+      (grad,) = g_vjp(ct)
+    with jax.named_scope("g_update"):
+      w = w - 0.1 * grad
+    return w, v, loss
+
+  args = [jnp.full((256, 256), 0.01 * i) for i in (1, 2, 3)]
+  compiled = jax.jit(step).lower(*args).compile()
+  names = step_parts.op_names(compiled.as_text())
+  assert {step_parts.part_of(n) for n in names.values()} >= {
+      "text", "g_forward", "d_update_0", "g_loss_forward", "g_backward", "g_update"}
+  assert step_parts.part_of("jit(s)/g_backward/transpose(jvp(g_forward))/dot_general") == (
+      "g_backward")
+  assert step_parts.part_of("jit(s)/g_loss/transpose(jvp(Captioner_0))/mul") == "g_backward"
+  assert step_parts.part_of("jit(s)/jvp(g_loss)/conv") == "g_loss_forward"
+  assert step_parts.part_of("jit(s)/d_update_2/transpose(jvp(g_loss))/x") == "d_update_2"
+  assert step_parts.ordered({"other": 1, "d_update_10": 1, "g_update": 1, "d_update_2": 1,
+                             "text": 1}) == ["text", "d_update_2", "d_update_10", "g_update",
+                                             "other"]
+  compiled(*args)[2].block_until_ready()
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(2):
+      compiled(*args)[2].block_until_ready()
+  (path,) = glob.glob(str(tmp_path / "**" / "*.xplane.pb"), recursive=True)
+  module = compiled.as_text().split()[1].rstrip(",")
+  parts = step_parts.part_times(step_parts._events(step_parts.ProfileData.from_file(path)),
+                                names, module, 2)
+  # The matmuls of the forward, the D update, the G loss and the pulled-back
+  # gradient all show up, each in its part.
+  for part in ("g_forward", "d_update_0", "g_loss_forward", "g_backward"):
+    assert parts.get(part, 0) > 0, (part, parts)

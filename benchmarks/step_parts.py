@@ -1,0 +1,136 @@
+"""Where a MirrorGAN training iteration spends its time, per part, in the
+order of the PyTorch profile of issue 13: text encoding, G forward, each D
+update, the G loss forward (the Ds on the fakes, STREAM, KL), the G backward
+(through the Ds and STREAM, then G), Adam + EMA.
+
+  python -m benchmarks.step_parts --presets=birds --steps=2 --warmup=1
+  python -m benchmarks.step_parts --presets=stage64 --steps=3
+
+The step is the real one (`gan_step.make_train_step`), compiled once; its ops
+carry the named scopes the step opens for each part. A few iterations run under
+`jax.profiler.trace`; every executed op's time is summed by the part its
+scope names (the backward of the G loss and of G count as G backward; each
+D's forward, backward and Adam count as that D's update). Presets, --dtype,
+--config and --config.x flags as benchmarks/step_time.py. The parts' sum can
+exceed the iteration's wall time where the runtime runs independent ops at
+once, and falls short of it by the time between ops.
+"""
+
+import collections
+import glob
+import os
+import re
+import statistics
+import tempfile
+
+from absl import app, flags
+import jax
+from jax.profiler import ProfileData
+
+FLAGS = flags.FLAGS
+
+PARTS = ("text", "g_forward", "d_update", "g_loss_forward", "g_backward", "g_update", "other")
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> the op_name of its metadata (the JAX name stack), for
+  every instruction of a compiled module's text that has one."""
+  out = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*?op_name=\"([^\"]*)\"",
+                       hlo_text, re.M):
+    out[m.group(1)] = m.group(2)
+  return out
+
+
+def _bare(component: str) -> str:
+  """'transpose(jvp(g_forward))' -> 'g_forward'."""
+  while m := re.fullmatch(r"[\w\-]+\((.*)\)", component):
+    component = m.group(1)
+  return component
+
+
+def part_of(op_name: str) -> str:
+  """The part of the iteration an op belongs to, from its name stack; each D
+  update is its own part, 'd_update_<i>'."""
+  names = {_bare(c) for c in op_name.split("/")}
+  d = sorted(n for n in names if re.fullmatch(r"d_update_\d+", n))
+  if d:
+    return d[0]
+  if "g_update" in names:
+    return "g_update"
+  if "transpose(" in op_name and names & {"g_loss", "g_backward"}:
+    return "g_backward"
+  for name, part in (("g_forward", "g_forward"), ("g_loss", "g_loss_forward"), ("text", "text")):
+    if name in names:
+      return part
+  return "other"
+
+
+def _events(profile: ProfileData):
+  """(op name, module, nanoseconds) of every op executed: on the device planes
+  where there are some (GPU, TPU), else on the host's (CPU)."""
+  planes = [p for p in profile.planes if p.name.startswith("/device:")]
+  planes = planes or [p for p in profile.planes if p.name == "/host:CPU"]
+  for plane in planes:
+    for line in plane.lines:
+      for e in line.events:
+        stats = dict(e.stats)
+        name = stats.get("hlo_op", e.name)
+        if not e.name.startswith("end:"):
+          yield name, stats.get("hlo_module"), e.duration_ns
+
+
+def part_times(events, names: dict[str, str], module: str, iterations: int) -> dict:
+  """Milliseconds per iteration of each part, from profiled op events."""
+  totals = collections.Counter()
+  for op, op_module, ns in events:
+    if op in names and op_module in (None, module):
+      totals[part_of(names[op])] += ns / 1e6 / iterations
+  return dict(totals)
+
+
+def ordered(parts) -> list[str]:
+  """The parts present, in the iteration's order (the Ds by stage)."""
+  ds = sorted((p for p in parts if p.startswith("d_update_")), key=lambda p: int(p[9:]))
+  return [p for q in PARTS for p in (ds if q == "d_update" else [q]) if p in parts]
+
+
+def profile_preset(name: str) -> dict:
+  from benchmarks import step_time  # pylint: disable=import-outside-toplevel
+  config, mesh, state, batch, key, compiled, compile_s = step_time.setup(name)
+  state, metrics, times = step_time.timed_steps(compiled, state, batch, key, FLAGS.warmup,
+                                                FLAGS.steps)
+  text = compiled.as_text()
+  module = re.search(r"HloModule (\S+?),", text).group(1)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(FLAGS.steps):
+        state, metrics = compiled(state, batch, key)
+        jax.block_until_ready(metrics)
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    parts = part_times(_events(ProfileData.from_file(path)), op_names(text), module,
+                       FLAGS.steps)
+  wall = statistics.median(times)
+  total = sum(parts.values())
+  print(f"\n== {name}: batch {config.batch_size}, {config.dtype}, {mesh.size} x "
+        f"{jax.devices()[0].device_kind}; step {wall:,.0f} ms (median of {FLAGS.steps}, "
+        f"untraced), compile {compile_s:.0f} s")
+  for part in ordered(parts):
+    print(f"  {part:15s} {parts[part]:10,.1f} ms  {100 * parts[part] / total:5.1f} %")
+  print(f"  {'sum of ops':15s} {total:10,.1f} ms  ({100 * total / wall:.0f} % of the step)")
+  return {"step_ms": wall, "compile_s": compile_s, "parts_ms": parts}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for name in FLAGS.presets:
+    profile_preset(name)
+
+
+if __name__ == "__main__":
+  # step_time's flags (presets, dtype, steps, warmup, config), defined on
+  # import; not at this module's import, since the tests import it with other
+  # benchmarks that define flags of the same names.
+  from benchmarks import step_time  # noqa: F401  pylint: disable=unused-import
+  app.run(main)
