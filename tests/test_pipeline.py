@@ -219,6 +219,8 @@ def test_eval_dataset_visits_each_caption_once(config):
 
 
 def test_one_training_step_on_pipeline_batches_over_8_devices(config):
+  config = config.copy_and_resolve_references()
+  config.model.num_stages = 1  # the same path with half the step to compile
   models = factory.create_models(config)
   mesh = parallel.make_mesh()
   assert mesh.size == 8
@@ -227,9 +229,9 @@ def test_one_training_step_on_pipeline_batches_over_8_devices(config):
   step = parallel.jit_train_step(gan_step.make_train_step(models, config), mesh)
   _, ds = pipeline.from_config(config)
   batch = pipeline.device_batch(mesh, ds[0])
-  img = batch["images"][1]
+  (img,) = batch["images"]
   assert img.dtype == np.float32 and img.sharding.spec == parallel.data_sharded(mesh).spec
   assert float(img.min()) >= -1.0 and float(img.max()) <= 1.0
-  np.testing.assert_allclose(np.asarray(img), ds[0]["images"][1] / 127.5 - 1, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(img), ds[0]["images"][0] / 127.5 - 1, atol=1e-6)
   state, metrics = step(state, batch, jax.random.key(1))
   assert int(state.step) == 1 and all(np.isfinite(v) for v in jax.device_get(metrics).values())
