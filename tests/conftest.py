@@ -5,9 +5,9 @@ over the first device only.
 
 Programs compile with most of XLA's optimisation passes off (also in the
 training processes the tests start, which inherit the environment): the tests
-check what programs compute, and on 2 CPU cores those passes took about a third
-of the suite's time (docs/tests.md). A test marked `optimized` compiles as
-users' programs do; the benchmarks measure only optimised programs.
+check what programs compute, and on 2 CPU cores those passes take much of their
+time (docs/tests.md). A test marked `optimized` compiles as users' programs do;
+the benchmarks measure only optimised programs.
 """
 
 import os
@@ -27,7 +27,7 @@ def _optimized_programs(request):
   if request.node.get_closest_marker("optimized") is None:
     yield
     return
-  before = jax.config.jax_disable_most_optimizations
+  before = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", False)
   try:
     yield
