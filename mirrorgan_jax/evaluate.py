@@ -219,7 +219,7 @@ class TrainingFid:
     self.keys = example_keys(jax.random.key(0), np.arange(ev.train_fid_images))
     self.batch = -(-config.batch_size // self.mesh.size) * self.mesh.size
     self.config, self.cache = config, os.path.join(workdir, "eval") if is_main else None
-    self.real, self._jobs = None, {}
+    self.real = None
     self.is_main = is_main
     if not self.net.calibrated and is_main:
       logging.warning("the FID ranking checkpoints is %s: set config.eval.inception_weights "
@@ -231,11 +231,9 @@ class TrainingFid:
         self.real = fid.load_statistics(self.config.eval.fid_stats)
       else:
         self.real = real_statistics(self.net, self.source, self.config, self.cache)[:2]
-    if sampler not in self._jobs:  # one compiled program per stage count
-      self._jobs[sampler] = measuring_job(sampler, self.net.forward)
     feats = np.concatenate([
         out["pool"] for out in batched(
-            self._jobs[sampler], (local_replica(params, self.mesh), self.net.variables, None),
+            measuring_job(sampler, self.net.forward), (local_replica(params, self.mesh), self.net.variables, None),
             self.mesh, self.batch, self.caps.ids, self.caps.lens, self.keys)])
     value = fid.frechet_distance(*fid.statistics(feats), *self.real)
     if not self.net.calibrated and self.is_main:

@@ -54,9 +54,10 @@ def _sampling_programs(config):
   """(sample, its jitted form, the jitted last stage as uint8), once per
   `factory.program_config` in this process: another TextToImage of the same
   model (a second evaluation, a notebook) reuses the compiled programs."""
-  key = factory.program_config(config).to_json_best_effort()
+  pc = factory.program_config(config)
+  key = pc.to_json_best_effort()
   if key not in _SAMPLING:
-    sample = make_sampler(factory.create_models(config), factory.program_config(config))
+    sample = make_sampler(factory.create_models(config), pc)
     _SAMPLING[key] = (sample, jax.jit(sample),
                       jax.jit(lambda *args: summaries.to_uint8(sample(*args)[0][-1], jnp)))
   return _SAMPLING[key]
@@ -76,7 +77,6 @@ class TextToImage:
     params = sampling_params(restored.state)
     self.vocab.check_size(np.shape(params["text_encoder"]["embedding"]["embedding"])[0],
                           "the checkpoint's text encoder")
-    self._params = params
     # sample_fn: pure, for programs built on it (evaluate's measuring job).
     self.sample_fn, self._sampler, self._last_stage = _sampling_programs(self.config)
     self.params = params
@@ -105,7 +105,7 @@ class TextToImage:
     rows = np.repeat(np.arange(n), samples)  # caption of each row
     draws = np.tile(np.arange(samples), n)  # sample index of each row
     keys = example_keys(jax.random.key(seed), rows, draws)
-    chunks = list(batched(self._sampler, self._params, self.mesh, self.batch_size,
+    chunks = list(batched(self._sampler, self.params, self.mesh, self.batch_size,
                           ids[rows], lens[rows], keys))
     per_row = lambda i, s: np.concatenate([c[i][s] for c in chunks])  # noqa: E731
     words = [self.vocab.decode(row[:length]).split() for row, length in zip(ids, lens)]
@@ -119,7 +119,7 @@ class TextToImage:
   def last_stage_images(self, ids, lens, keys):
     """uint8 last-stage images for encoded captions and their keys, in
     batches (a generator: evaluation never holds 30,000 images at once)."""
-    yield from batched(self._last_stage, self._params, self.mesh, self.batch_size,
+    yield from batched(self._last_stage, self.params, self.mesh, self.batch_size,
                        np.asarray(ids), np.asarray(lens), keys)
 
   def sample(self, texts: Sequence[str], seed: int = 0) -> np.ndarray:
