@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import benchmarks
 from configs import birds, shapes, tiny
 from mirrorgan_jax import evaluate, factory, parallel, pretrain_steps, summaries
 from mirrorgan_jax.config_check import stage_sizes
@@ -108,6 +109,7 @@ def measure(config, images: int = 0, batch: int = 0) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  benchmarks.compile_afresh()
   results = {}
   for name in FLAGS.presets:
     if name not in PRESETS:

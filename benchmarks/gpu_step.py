@@ -403,7 +403,10 @@ def main(argv=None) -> dict:
   check_packages(args.preset)
 
   import jax
+  import benchmarks
   from mirrorgan_jax import parallel
+
+  benchmarks.compile_afresh()
 
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = parallel.make_mesh(devices)

@@ -4,7 +4,7 @@ update, the G loss forward (the Ds on the fakes, STREAM, KL), the G backward
 (through the Ds and STREAM, then G), Adam + EMA.
 
   python -m benchmarks.step_parts --presets=birds --steps=2 --warmup=1
-  python -m benchmarks.step_parts --presets=stage64 --steps=3
+  python -m benchmarks.step_parts --presets=stage64 --steps=3 --top_ops=25
 
 The step is the real one (`gan_step.make_train_step`), compiled once; its ops
 carry the named scopes the step opens for each part. A few iterations run under
@@ -13,7 +13,9 @@ scope names (the backward of the G loss and of G count as G backward; each
 D's forward, backward and Adam count as that D's update). Presets, --dtype,
 --config and --config.x flags as benchmarks/step_time.py. The parts' sum can
 exceed the iteration's wall time where the runtime runs independent ops at
-once, and falls short of it by the time between ops.
+once, and falls short of it by the time between ops. --top_ops=K also lists
+the K ops that take longest (their part, kind, output shape, window and name
+stack), to see which convolutions a part's time is in.
 """
 
 import collections
@@ -26,6 +28,8 @@ import tempfile
 from absl import app, flags
 import jax
 from jax.profiler import ProfileData
+
+import benchmarks
 
 FLAGS = flags.FLAGS
 
@@ -40,6 +44,31 @@ def op_names(hlo_text: str) -> dict[str, str]:
                        hlo_text, re.M):
     out[m.group(1)] = m.group(2)
   return out
+
+
+def op_kinds(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> 'opcode shape [window]' (e.g. 'convolution
+  f32[12,256,256,64] 3x3'), for every instruction of a compiled module's text."""
+  out = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[^}]*\})? ([\w\-]+)\((.*)$",
+                       hlo_text, re.M):
+    name, shape, opcode, rest = m.groups()
+    window = re.search(r"window=\{size=(\S+?)[ }]", rest)
+    kind = re.search(r"kind=(\w+)", rest)
+    extra = window.group(1) if window else (kind.group(1) if kind and opcode == "fusion" else "")
+    out[name] = f"{opcode} {shape} {extra}".rstrip()
+  return out
+
+
+def top_ops(events, names: dict[str, str], kinds: dict[str, str], module: str,
+            iterations: int, k: int) -> list[tuple[float, str, str, str]]:
+  """The k ops that take longest: (ms per iteration, part, kind, name stack)."""
+  totals = collections.Counter()
+  for op, op_module, ns in events:
+    if op in names and op_module in (None, module):
+      totals[op] += ns / 1e6 / iterations
+  return [(ms, part_of(names[op]), kinds.get(op, "?"), names[op])
+          for op, ms in totals.most_common(k)]
 
 
 def _bare(component: str) -> str:
@@ -108,8 +137,9 @@ def profile_preset(name: str) -> dict:
         state, metrics = compiled(state, batch, key)
         jax.block_until_ready(metrics)
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    parts = part_times(_events(ProfileData.from_file(path)), op_names(text), module,
-                       FLAGS.steps)
+    events = list(_events(ProfileData.from_file(path)))
+  names = op_names(text)
+  parts = part_times(events, names, module, FLAGS.steps)
   wall = statistics.median(times)
   total = sum(parts.values())
   print(f"\n== {name}: batch {config.batch_size}, {config.dtype}, {mesh.size} x "
@@ -118,12 +148,18 @@ def profile_preset(name: str) -> dict:
   for part in ordered(parts):
     print(f"  {part:15s} {parts[part]:10,.1f} ms  {100 * parts[part] / total:5.1f} %")
   print(f"  {'sum of ops':15s} {total:10,.1f} ms  ({100 * total / wall:.0f} % of the step)")
+  if FLAGS.top_ops:
+    print(f"  the {FLAGS.top_ops} longest ops (ms per iteration, part, kind, name stack):")
+    for ms, part, kind, stack in top_ops(events, names, op_kinds(text), module, FLAGS.steps,
+                                         FLAGS.top_ops):
+      print(f"  {ms:9,.1f}  {part:15s} {kind:45s} {stack[-110:]}")
   return {"step_ms": wall, "compile_s": compile_s, "parts_ms": parts}
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  benchmarks.compile_afresh()
   for name in FLAGS.presets:
     profile_preset(name)
 
@@ -133,4 +169,5 @@ if __name__ == "__main__":
   # import; not at this module's import, since the tests import it with other
   # benchmarks that define flags of the same names.
   from benchmarks import step_time  # noqa: F401  pylint: disable=unused-import
+  flags.DEFINE_integer("top_ops", 0, "Also list this many of the longest ops.")
   app.run(main)

@@ -25,6 +25,8 @@ import time
 
 from absl import app, flags
 import jax
+
+import benchmarks
 from ml_collections import config_flags
 
 from configs import birds, tiny
@@ -124,6 +126,7 @@ def time_preset(name: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  benchmarks.compile_afresh()
   for name in FLAGS.presets:
     time_preset(name)
 

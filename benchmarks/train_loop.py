@@ -30,6 +30,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
+import benchmarks
 from mirrorgan_jax import factory, gan_state, gan_step, parallel, trainer
 from mirrorgan_jax.data import pipeline
 
@@ -130,6 +131,7 @@ def time_loop(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  benchmarks.compile_afresh()
   config = FLAGS.config
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, batch "
         f"{config.batch_size}, stages {config.model.num_stages}", flush=True)

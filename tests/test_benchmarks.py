@@ -231,3 +231,25 @@ def test_step_parts_attributes_profiled_ops_by_their_scopes(tmp_path):
   # gradient all show up, each in its part.
   for part in ("g_forward", "d_update_0", "g_loss_forward", "g_backward"):
     assert parts.get(part, 0) > 0, (part, parts)
+  # The longest ops are named with their part and kind; the heaviest are the
+  # 256x256 matmuls, not the elementwise text op.
+  kinds = step_parts.op_kinds(compiled.as_text())
+  top = step_parts.top_ops(step_parts._events(step_parts.ProfileData.from_file(path)), names,
+                           kinds, module, 2, 3)
+  assert len(top) == 3 and top[0][0] >= top[1][0] >= top[2][0] > 0
+  assert all(part != "text" for _, part, _, _ in top), top
+  assert any(kind.startswith(("dot f32[256,256]", "fusion f32[256,256]")) for _, _, kind, _ in top), top
+
+
+def test_step_parts_names_a_convolution_by_its_kind_shape_and_window():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from benchmarks import step_parts  # pylint: disable=import-outside-toplevel
+
+  def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  text = jax.jit(conv).lower(jnp.zeros((2, 8, 8, 3)), jnp.zeros((3, 3, 3, 5))).compile().as_text()
+  kinds = set(step_parts.op_kinds(text).values())
+  assert "convolution f32[2,8,8,5] 3x3" in kinds, kinds
