@@ -6,8 +6,9 @@ from jax import lax
 
 from mirrorgan_jax.models.discriminator import Discriminator, trunk_widths
 from mirrorgan_jax.models.generator import Generator, num_upblocks
+from mirrorgan_jax.models import layers, resnet
 from mirrorgan_jax.models.layers import (Conv, ResBlock, UpBlock, conv2d, conv_weight_grad,
-                                         glu, upsample_conv3x3, upsample_nearest)
+                                         glu, matmul_conv, upsample_conv3x3, upsample_nearest)
 
 
 def test_glu_gates_the_first_half_with_the_second():
@@ -63,24 +64,78 @@ def test_widths_scale_with_the_image_size():
     assert u.shape == c.shape == (2,)
 
 
-@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (4, 2, 1), (1, 1, 0), (4, 4, 0)])
-def test_tapwise_conv_gradients_equal_xla(kernel, stride, padding):
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
-  xla = lambda x, w: lax.conv_general_dilated(  # noqa: E731
+def _xla(stride, padding):
+  return lambda x, w: lax.conv_general_dilated(
       x, w, (stride, stride), [(padding, padding)] * 2,
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("form", ["tapwise", "matmul"])
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    (3, 1, 1, 8), (4, 2, 1, 8), (1, 1, 0, 8), (4, 4, 0, 8), (3, 2, 1, 9), (1, 2, 0, 7),
+    (7, 2, 3, 11)])
+def test_cpu_conv_forms_and_their_gradients_equal_xla(form, kernel, stride, padding, size):
+  """Both CPU forms of `conv2d` against XLA's own convolution and its
+  gradients: the tap-wise kernel gradient, and the matmul over patches (odd
+  sizes: strides that do not divide the padded input)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+  xla = _xla(stride, padding)
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
-  ours = lambda x, w: conv2d(x, w, stride, padding)  # noqa: E731
-  np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-6)
-  got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+  ours = {"tapwise": layers._conv_tapwise_grad, "matmul": matmul_conv}[form]
+  ours = jax.jit(ours, static_argnums=(2, 3))
+  np.testing.assert_allclose(ours(x, w, stride, padding), xla(x, w), rtol=1e-5, atol=1e-5)
+  got = jax.grad(loss(lambda x, w: ours(x, w, stride, padding)), argnums=(0, 1))(x, w)
   want = jax.grad(loss(xla), argnums=(0, 1))(x, w)
-  for a, b in zip(got, want):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(
-      conv_weight_grad(x, jnp.ones((2,) + xla(x, w).shape[1:3] + (5,)), w.shape, stride, padding),
-      jax.grad(lambda w: jnp.sum(xla(x, w)))(w), rtol=1e-5, atol=1e-5)
+  for a, b in zip(got, want):  # sums of up to 147 products of O(1) terms
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  if form == "tapwise":
+    np.testing.assert_allclose(
+        conv_weight_grad(x, jnp.ones((2,) + xla(x, w).shape[1:3] + (5,)), w.shape, stride,
+                         padding),
+        jax.grad(lambda w: jnp.sum(xla(x, w)))(w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape,kernel,stride,padding,form", [
+    ((2, 8, 8, 3), 3, 1, 1, "matmul"),      # 64 output pixels
+    ((2, 9, 8, 3), 3, 1, 1, "tapwise"),     # 72
+    ((2, 16, 16, 3), 4, 2, 1, "matmul"),    # 8x8
+    ((2, 32, 32, 3), 1, 1, 0, "matmul"),    # a 1x1 kernel at any size
+    ((2, 32, 32, 3), 3, 1, 1, "tapwise")])
+def test_conv2d_runs_small_outputs_and_1x1_kernels_as_matmuls_on_cpu(x_shape, kernel, stride,
+                                                                     padding, form):
+  w = jnp.zeros((kernel, kernel, 3, 5))
+  jaxpr = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, stride, padding))(jnp.zeros(x_shape), w))
+  assert ("conv_general_dilated" in jaxpr) == (form == "tapwise"), jaxpr
+  assert ("dot_general" in jaxpr) == (form == "matmul"), jaxpr
+
+
+@pytest.mark.optimized  # what is checked is XLA's fusion
+def test_resnet_blocks_are_not_recomputed_inside_later_fusions():
+  """ResNet's residual stream is kept at each block's output: without the
+  barrier, XLA:CPU fused the stream's elementwise chain into later consumers,
+  so that one fusion recomputed every earlier block's BatchNorm (35 of them in
+  ResNet-152's layer3; 4 of the 4 here). Forward and backward, as STREAM runs."""
+  import re  # pylint: disable=import-outside-toplevel
+  depths = dict(resnet.DEPTHS)
+  resnet.DEPTHS[11] = (1, 1, 4, 1)
+  try:
+    model = resnet.ResNet(depth=11)
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+
+    def forward_backward(x):
+      y, vjp = jax.vjp(lambda x: model.apply(variables, x), x)
+      return vjp(jnp.ones_like(y))[0]
+
+    text = jax.jit(forward_backward).lower(x).compile().as_text()
+  finally:
+    resnet.DEPTHS.clear()
+    resnet.DEPTHS.update(depths)
+  fused = [c for c in re.split(r"\n(?=%?[\w.\-]+ \()", text) if c.lstrip("%").startswith("fused")]
+  assert fused
+  assert max(len(set(re.findall(r"(layer\d_\d+)/bn3/", c))) for c in fused) == 1
 
 
 def test_fused_upsampling_conv_equals_conv_of_the_upsampled_map():

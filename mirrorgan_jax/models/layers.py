@@ -113,14 +113,45 @@ def upsample_conv3x3(x, w):
   return y.reshape(b_, 2 * h, 2 * wd, c)
 
 
+# On CPU a conv whose output has at most this many pixels per image runs as one
+# matmul over its patches: XLA:CPU's own conv is 2-5x slower there (measured on
+# the discriminators' 4x4 and 8x8 maps and ResNet's 7x7 stage, docs/benchmarks.md).
+MATMUL_CONV_MAX_PIXELS = 64
+
+
+def matmul_conv(x, w, stride: int = 1, padding: int = 0):
+  """NHWC x HWIO convolution as one matmul: the kernel taps' strided views of
+  the padded input side by side (im2col, tap-major like the kernel's reshape)
+  times the kernel as a (kh * kw * cin, cout) matrix. A 1x1 kernel is the
+  matmul alone. Gradients by autodiff: matmuls, and the views' transposes."""
+  kh, kw, cin, cout = w.shape
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  b, h, wd, _ = x.shape
+  ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+  taps = [x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+          for i in range(kh) for j in range(kw)]
+  patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  y = lax.dot_general(patches.reshape(b * ho * wo, kh * kw * cin),
+                      w.reshape(kh * kw * cin, cout), (((1,), (0,)), ((), ())))
+  return y.reshape(b, ho, wo, cout)
+
+
 def conv2d(x, w, stride: int = 1, padding: int = 0):
-  """NHWC x HWIO convolution. On CPU its kernel gradient is computed tap by tap
-  (`conv_weight_grad`): XLA:CPU's own weight-gradient convolution runs 3-4x
-  slower than the forward pass on the large images of the later stages. Other
-  backends use XLA's gradient as is."""
-  if jax.default_backend() == "cpu":
-    return _conv_tapwise_grad(x, w, stride, padding)
-  return _xla_conv(x, w, stride, padding)
+  """NHWC x HWIO convolution. On CPU, 1x1 kernels and small outputs (at most
+  MATMUL_CONV_MAX_PIXELS per image) run as a matmul (`matmul_conv`); larger
+  convs keep XLA's forward and input gradient, and their kernel gradient is
+  computed tap by tap (`conv_weight_grad`): XLA:CPU's own weight-gradient
+  convolution runs 3-4x slower than the forward pass on the large images of
+  the later stages. Other backends use XLA's convolution as is."""
+  if jax.default_backend() != "cpu":
+    return _xla_conv(x, w, stride, padding)
+  kh, kw = w.shape[:2]
+  ho = (x.shape[1] + 2 * padding - kh) // stride + 1
+  wo = (x.shape[2] + 2 * padding - kw) // stride + 1
+  if (kh, kw) == (1, 1) or ho * wo <= MATMUL_CONV_MAX_PIXELS:
+    return matmul_conv(x, w, stride, padding)
+  return _conv_tapwise_grad(x, w, stride, padding)
 
 
 class Conv(nn.Module):

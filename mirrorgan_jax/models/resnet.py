@@ -8,11 +8,22 @@ weights map one to one. Input: NHWC, ImageNet-normalised.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from mirrorgan_jax.models.layers import Conv
 
 Dtype = Any
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+def _conv(features, kernel, stride, padding, dtype, name):
+  """torchvision's Conv2d (no bias) through `layers.conv2d`, which runs 1x1
+  kernels and small outputs as matmuls on CPU; `nn.Conv`'s parameter name,
+  layout and initialiser."""
+  return Conv(features, kernel, stride, padding, dtype=dtype, name=name,
+              kernel_init=nn.initializers.lecun_normal())
 
 
 def _bn(train, dtype, name):
@@ -29,18 +40,22 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     d = self.dtype
-    y = nn.Conv(self.width, (1, 1), use_bias=False, dtype=d, name="conv1")(x)
+    y = _conv(self.width, 1, 1, 0, d, "conv1")(x)
     y = nn.relu(_bn(train, d, "bn1")(y))
-    y = nn.Conv(self.width, (3, 3), strides=(self.stride, self.stride),
-                padding=((1, 1), (1, 1)), use_bias=False, dtype=d, name="conv2")(y)
+    y = _conv(self.width, 3, self.stride, 1, d, "conv2")(y)
     y = nn.relu(_bn(train, d, "bn2")(y))
-    y = nn.Conv(4 * self.width, (1, 1), use_bias=False, dtype=d, name="conv3")(y)
+    y = _conv(4 * self.width, 1, 1, 0, d, "conv3")(y)
     y = _bn(train, d, "bn3")(y)
     if self.downsample:
-      x = nn.Conv(4 * self.width, (1, 1), strides=(self.stride, self.stride),
-                  use_bias=False, dtype=d, name="downsample_conv")(x)
+      x = _conv(4 * self.width, 1, self.stride, 0, d, "downsample_conv")(x)
       x = _bn(train, d, "downsample_bn")(x)
-    return nn.relu(y + x)
+    # The block's output is kept, not fused into what reads it: otherwise
+    # XLA:CPU fuses the residual stream's elementwise chain into the next
+    # block's consumers, recomputing every earlier block's BatchNorm, add and
+    # ReLU from saved conv outputs (35 of them in layer3 of ResNet-152), which
+    # made those fusions the largest ops of the GAN step (docs/benchmarks.md).
+    # The barrier is an identity: values and gradients are unchanged.
+    return jax.lax.optimization_barrier(nn.relu(y + x))
 
 
 class ResNet(nn.Module):
@@ -51,8 +66,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     d = self.dtype
-    x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
-                use_bias=False, dtype=d, name="conv1")(x)
+    x = _conv(64, 7, 2, 3, d, "conv1")(x)
     x = nn.relu(_bn(train, d, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, blocks in enumerate(DEPTHS[self.depth]):
