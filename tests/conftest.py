@@ -8,17 +8,36 @@ training processes the tests start, which inherit the environment): the tests
 check what programs compute, and on 2 CPU cores those passes take much of their
 time (docs/tests.md). A test marked `optimized` compiles as users' programs do;
 the benchmarks measure only optimised programs.
+
+Compiled programs go to a persistent compilation cache in a fresh folder for
+the run (set before xdist starts its workers, so the workers and every training
+or CLI process a test starts share it): a program that several tests or
+processes compile alike, such as the tiny config's steps, compiles once. The
+cache key covers the program, the devices, the XLA flags and the optimisation
+setting, so a hit is the executable the test would have compiled.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mirrorgan-tests-xla-")
+else:
+  _CACHE = None  # the caller's (or the xdist controller's) folder
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+def pytest_unconfigure(config):
+  del config
+  if _CACHE is not None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -275,7 +275,6 @@ def test_a_nonfinite_generator_update_with_finite_losses_is_dropped(config, one_
       1, 1, 0, 0)
 
 
-@pytest.mark.optimized  # bit for bit as users compile it (unoptimised: 2e-7 apart)
 def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
   """The step differentiates G's loss through `jax.vjp` of its single forward
   pass. Here the same loss is written out from the public pieces (G forward,
@@ -285,8 +284,11 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
   not zero), the new first moments b1 * mu + (1 - b1) * grad, from the same
   mu, compare the gradients themselves (the parameters alone would hide a
   wrong gradient scale: Adam normalises it away), then the second moments and
-  parameters. Bit-equal on CPU today; the tolerance leaves XLA room to
-  reassociate sums. Its own programs, compiled with XLA's optimisations."""
+  parameters. Compiled as the suite compiles (most of XLA's optimisations
+  off), 2 of G's 16,384 largest-leaf first moments differ by 2.1e-7 (bit-equal
+  when both programs are optimised, measured 2026-12-01 and -02); the
+  tolerances leave XLA that room to reassociate sums, far below what a wrong
+  term or scale of the gradient changes."""
   models, mesh, init, step = build(config, jax.devices()[:1])
   batch = random_batch(config)
   state = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)[0])
@@ -333,11 +335,12 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
     return optax.apply_updates(state.g.params, updates), opt_state
 
   params, opt_state = host(reference(state, batch))
-  compare = lambda a, b: jax.tree.map(  # noqa: E731
-      lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), a, b)
-  compare(new.g.opt_state[0].mu, opt_state[0].mu)  # the gradient, through Adam's b1
-  compare(new.g.opt_state[0].nu, opt_state[0].nu)
-  compare(new.g.params, params)
+  compare = lambda a, b, **tol: jax.tree.map(  # noqa: E731
+      lambda x, y: np.testing.assert_allclose(x, y, **tol), a, b)
+  # the gradient, through Adam's b1
+  compare(new.g.opt_state[0].mu, opt_state[0].mu, rtol=1e-5, atol=1e-6)
+  compare(new.g.opt_state[0].nu, opt_state[0].nu, rtol=1e-4, atol=1e-12)
+  compare(new.g.params, params, rtol=1e-5, atol=1e-6)
   assert int(new.g.opt_state[0].count) == int(opt_state[0].count) == 2
 
 

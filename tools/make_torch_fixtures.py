@@ -59,6 +59,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from torch_guards import install_no_download_guards, patched
+
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_ID = "qiaott/MirrorGAN deb220f"
 
@@ -164,29 +166,10 @@ def birds_config(size):
   return config
 
 
-@contextlib.contextmanager
-def patched(obj, name, value):
-  old = getattr(obj, name)
-  setattr(obj, name, value)
-  try:
-    yield
-  finally:
-    setattr(obj, name, old)
-
-
-def _refuse_download(*args, **kwargs):
-  raise RuntimeError(f"make_torch_fixtures: download refused: {args[:1]}")
-
-
-def install_no_download_guards():
-  import torch.hub
-  import torch.utils.model_zoo
-  import torchvision.models._api
-  torch.utils.model_zoo.load_url = _refuse_download
-  torch.hub.load_state_dict_from_url = _refuse_download
-  torchvision.models._api.load_state_dict_from_url = _refuse_download
+def install_fixture_guards():
   import pytorch_fid.inception
-  pytorch_fid.inception.load_state_dict_from_url = _refuse_download
+  install_no_download_guards("make_torch_fixtures",
+                             (pytorch_fid.inception, "load_state_dict_from_url"))
 
 
 def _own_state_loader(captured):
@@ -643,7 +626,7 @@ def main():
   torch.set_grad_enabled(False)
   np.random.seed(0)
   torch.manual_seed(0)
-  install_no_download_guards()
+  install_fixture_guards()
   import pytorch_fid
 
   c = birds_config(args.size)

@@ -105,6 +105,8 @@ import torch.optim as optim
 import torch.utils.model_zoo
 import torchvision
 
+from torch_guards import install_no_download_guards, patched
+
 OFFICIAL_ID = "qiaott/MirrorGAN deb220f"
 # sha256 of the official files at deb220f.
 OFFICIAL_SHA256 = {
@@ -132,28 +134,6 @@ PHASES = ("text_encoder", "G_forward", "D_updates", "G_loss_forward", "G_backwar
 
 
 # ----------------------------------------------------------------------------- helpers
-
-@contextlib.contextmanager
-def patched(obj, name, value):
-  old = getattr(obj, name)
-  setattr(obj, name, value)
-  try:
-    yield
-  finally:
-    setattr(obj, name, old)
-
-
-def _refuse_download(*args, **kwargs):
-  raise RuntimeError(f"time_torch_step: download refused: {args[:1]}")
-
-
-def install_no_download_guards():
-  import torch.hub
-  import torchvision.models._api
-  torch.utils.model_zoo.load_url = _refuse_download
-  torch.hub.load_state_dict_from_url = _refuse_download
-  torchvision.models._api.load_state_dict_from_url = _refuse_download
-
 
 def check_sources(path: Path):
   bad = []
@@ -266,7 +246,7 @@ def run_preset(args, name):
   random.seed(args.seed)
   np.random.seed(args.seed)
   torch.manual_seed(args.seed)
-  install_no_download_guards()
+  install_no_download_guards("time_torch_step")
 
   official = Path(args.official).resolve()
   sources_ok = check_sources(official)
