@@ -64,7 +64,7 @@ def time_step(config) -> dict:
   state = parallel.jit_init(lambda k: gan_state.init_gan_state(models, pc, k),
                             mesh)(jax.random.key(0))
   step = parallel.jit_train_step(
-      trainer.guard_nonfinite(gan_step.make_train_step(models, pc)), mesh)
+      trainer.guard_nonfinite(gan_step.make_train_step(models, pc), step_keeps_state=True), mesh)
   _, ds = pipeline.from_config(pc)
   data = pipeline.iterator(ds, config.data.workers, config.data.prefetch)
   batches = [pipeline.device_batch(mesh, next(data)) for _ in range(8)]

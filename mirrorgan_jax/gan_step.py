@@ -7,13 +7,19 @@
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term;
 5. one generator update, then the EMA of its parameters;
-6. the iteration is kept only if every update is finite: a non-finite gradient
-   or new state (parameters, Adam moments, BatchNorm statistics) of any
-   network drops the whole iteration, leaving the trained state bit for bit as
-   it was (`step` included), and the metrics say so. Finite losses do not imply
-   a finite update (a BatchNorm variance or an Adam second moment that
-   overflows float32, 0 * inf in a backward pass), and the trainer's guard
-   sees only the metrics.
+6. the iteration is kept only if every update and every metric is finite: a
+   non-finite loss, gradient or new state (parameters, Adam moments, BatchNorm
+   statistics) of any network drops the whole iteration, leaving the trained
+   state bit for bit as it was (`step` included), and the metrics say so.
+   Finite losses do not imply a finite update (a BatchNorm variance or an Adam
+   second moment that overflows float32, 0 * inf in a backward pass).
+
+The commit writes the kept iteration over the donated state in place. A D's
+new parameters are the ones G's loss met (held for it anyway); G's update and
+every Adam moment are computed again from the old state and the kept gradients
+once the verdict is known. Selecting between a finished new state and the old
+one held a second copy of every trained network and its moments through the
+step (birds, batch 2: XLA's plan 2.6 -> 1.7 GiB of temporaries; docs/benchmarks.md).
 
 The generator runs forward once: `jax.vjp` keeps its residuals, the fakes feed
 the D updates, and the G loss's gradient with respect to the fakes is pulled
@@ -30,7 +36,7 @@ import optax
 
 from mirrorgan_jax import losses
 from mirrorgan_jax.factory import Models
-from mirrorgan_jax.gan_state import GANState, NetState, all_finite, where_tree
+from mirrorgan_jax.gan_state import GANState, NetState, all_finite
 from mirrorgan_jax.models.text_encoder import padding_mask
 
 Batch = dict
@@ -43,11 +49,17 @@ def encode_text(models: Models, params, captions, lengths):
   return jax.lax.stop_gradient(words), jax.lax.stop_gradient(sentence)
 
 
-def _apply_updates(net: NetState, grads, batch_stats, tx) -> tuple[NetState, jax.Array]:
-  """The updated network, and whether its gradient and new state are finite."""
+def _updated(net: NetState, grads, batch_stats, tx) -> NetState:
+  """The network after one optimizer step."""
   updates, opt_state = tx.update(grads, net.opt_state, net.params)
-  new = NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
-  return new, all_finite(grads, new)
+  return NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
+
+
+def _select(ok: jax.Array, new, old):
+  """`new` where the bool scalar `ok` holds, else `old`, leaf by leaf: each
+  select fuses into the computation of its new leaf, which then overwrites the
+  old one in place (a `lax.cond` over the tree returns a fresh copy)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Array],
@@ -96,7 +108,7 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
           g_forward, state.g.params, has_aux=True)
 
     metrics = {}
-    new_d, d_ok = [], []
+    meets_g, d_grads, d_ok = [], [], []
     for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
       real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
 
@@ -108,21 +120,24 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
         return loss, (terms, new_vars["batch_stats"])
 
       with jax.named_scope(f"d_update_{i}"):
-        (d_loss, (terms, d_stats)), d_grads = jax.value_and_grad(
+        (d_loss, (terms, d_stats)), grads = jax.value_and_grad(
             d_loss_fn, has_aux=True)(d.params)
-        d_new, ok = _apply_updates(d, d_grads, d_stats, models.d_tx)
-      # A D whose update is not finite meets G as it was: G's loss and
-      # metrics stay finite, so the flags below tell what went wrong.
-      new_d.append(where_tree(ok, d_new, d))
+        d_new = _updated(d, grads, d_stats, models.d_tx)
+        ok = all_finite(grads, d_new)
+        # A D whose update is not finite meets G as it was: G's loss and
+        # metrics stay finite, so the flags below tell what went wrong.
+        meets_g.append(_select(ok, (d_new.params, d_new.batch_stats),
+                               (d.params, d.batch_stats)))
+      d_grads.append(grads)
       d_ok.append(ok)
       metrics[f"d_loss_{i}"] = d_loss
       metrics.update({f"d_{k}_{i}": v for k, v in terms.items()})
 
     def g_loss_fn(fakes, mu, logvar):
       total, d_stats, terms = 0.0, [], {}
-      for i, (disc, d) in enumerate(zip(models.discriminators, new_d)):
+      for i, (disc, (params, stats)) in enumerate(zip(models.discriminators, meets_g)):
         (uncond, cond), new_vars = disc.apply(
-            {"params": d.params, "batch_stats": d.batch_stats}, fakes[i], sentence,
+            {"params": params, "batch_stats": stats}, fakes[i], sentence,
             mutable=["batch_stats"])
         terms[f"g_adv_{i}"] = losses.generator_adversarial_loss(uncond, cond)
         total = total + terms[f"g_adv_{i}"]
@@ -139,26 +154,33 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     with jax.named_scope("g_backward"):
       (g_grads,) = g_vjp(cotangents)
     with jax.named_scope("g_update"):
-      g, g_ok = _apply_updates(state.g, g_grads, g_batch_stats, models.g_tx)
-      g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                           state.g_ema, g.params)
-    # The G pass runs the discriminators in training mode too, which moves
-    # their running statistics, as the official code.
-    new_d = tuple(d.replace(batch_stats=s) for d, s in zip(new_d, d_stats))
+      g_ok = all_finite(g_grads, _updated(state.g, g_grads, g_batch_stats, models.g_tx))
     d_ok = [ok & all_finite(s) for ok, s in zip(d_ok, d_stats)]
 
     metrics.update(g_terms)
     metrics["g_loss"] = g_loss
-    metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(new_d)))
-    ok = functools.reduce(jnp.logical_and, d_ok, g_ok)
+    metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(state.d)))
+    ok = functools.reduce(jnp.logical_and, d_ok, g_ok) & all_finite(metrics)
     flag = lambda b: (~b).astype(jnp.float32)  # noqa: E731
     metrics["nonfinite_g"] = flag(g_ok)
     metrics.update({f"nonfinite_d_{i}": flag(b) for i, b in enumerate(d_ok)})
     metrics["update_skipped"] = flag(ok)
-    # All or nothing, like the trainer's guard on the losses: the frozen
-    # networks are neither checked nor copied (they do not change).
-    step, g, g_ema, new_d = where_tree(ok, (state.step + 1, g, g_ema, new_d),
-                                       (state.step, state.g, state.g_ema, state.d))
-    return state.replace(step=step, g=g, g_ema=g_ema, d=new_d), metrics
+
+    # All or nothing: the frozen networks are neither checked nor copied
+    # (they do not change). The barrier makes the updates below wait for the
+    # verdict, and keeps XLA from merging them with the ones above (whose new
+    # moments would then be stored through the G pass).
+    with jax.named_scope("commit"):
+      ok, g_grads, d_grads = jax.lax.optimization_barrier((ok, g_grads, d_grads))
+      g = _updated(state.g, g_grads, g_batch_stats, models.g_tx)
+      g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                           state.g_ema, g.params)
+      # The G pass runs the discriminators in training mode too, which moves
+      # their running statistics, as the official code.
+      d = tuple(NetState(params, stats, models.d_tx.update(grads, old.opt_state, old.params)[1])
+                for old, (params, _), grads, stats in zip(state.d, meets_g, d_grads, d_stats))
+      g, g_ema, d = _select(ok, (g, g_ema, d), (state.g, state.g_ema, state.d))
+      step = jnp.where(ok, state.step + 1, state.step)
+    return state.replace(step=step, g=g, g_ema=g_ema, d=d), metrics
 
   return train_step

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax import factory, gan_state, gan_step, param_groups, parallel, summaries
-from mirrorgan_jax import pretrain_steps, trained
+from mirrorgan_jax import factory, gan_state, gan_step, host_memory, param_groups, parallel
+from mirrorgan_jax import pretrain_steps, summaries, trained
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, check_writable
 from mirrorgan_jax.config_check import ConfigError
 from mirrorgan_jax.convert import backbones
@@ -82,10 +82,15 @@ def num_steps(config, phase: str) -> int:
           "gan": config.gan.num_steps}[phase]
 
 
-def guard_nonfinite(step_fn: Callable) -> Callable:
+def guard_nonfinite(step_fn: Callable, step_keeps_state: bool = False) -> Callable:
   """The step, keeping the previous state when any metric is not finite or
   the step dropped its update, with 'finite' added to the metrics: no run
-  ever continues from a NaN update."""
+  ever continues from a NaN update.
+
+  `step_keeps_state`: the step itself keeps its state whenever a metric is not
+  finite (the GAN step, gan_step.py point 6), so the guard only reports: a
+  second select over the whole state would hold a copy of it through the step.
+  """
 
   def guarded(state, batch, key):
     new, metrics = step_fn(state, batch, key)
@@ -93,7 +98,8 @@ def guard_nonfinite(step_fn: Callable) -> Callable:
     # The step itself drops an update that is not finite under finite losses
     # (gan_step.py, point 6): counted and handled like a non-finite loss.
     finite = finite & (metrics.get("update_skipped", 0.0) == 0)
-    new = gan_state.where_tree(finite, new, state)
+    if not step_keeps_state:
+      new = gan_state.where_tree(finite, new, state)
     return new, {**metrics, "finite": finite}
 
   return guarded
@@ -254,6 +260,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
   last_metrics = dict(restored.meta.get("metrics", {})) if restored else {}
   skipped, t0, n0 = int(last_metrics.get("skipped", 0)), time.perf_counter(), iteration
   pending = None  # (iteration, metrics) whose finiteness is not read yet
+  warmed = set()  # ids of the segments whose step is compiled
 
   def check_pending():
     """Reads whether the pending iteration was finite: a host sync, so it is
@@ -291,6 +298,9 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
         state, seg = nxt.grow(state), nxt
         logging.warning("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
       batch = pipeline.device_batch(mesh, next(data_iter))
+      if id(seg) not in warmed:  # compiled before it runs, the compiler's garbage released
+        host_memory.compile_and_release(seg.step, state, batch, key)
+        warmed.add(id(seg))
       state, metrics = seg.step(state, batch, key)
       iteration += 1
       run.iterations += 1
@@ -414,7 +424,7 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
     sampler = _compiled(run, f"gan_sampler_{n}", cn, lambda c, m=models: jax.jit(
         make_sampler(m, c)))
     step = _compiled(run, f"gan_step_{n}", cn, lambda c, m=models: parallel.jit_train_step(
-        guard_nonfinite(gan_step.make_train_step(m, c)), mesh))
+        guard_nonfinite(gan_step.make_train_step(m, c), step_keeps_state=True), mesh))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,
         evaluate={"alignment": lambda s, sampler=sampler: _alignment_metric(s, sampler, test),

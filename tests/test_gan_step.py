@@ -275,6 +275,56 @@ def test_a_nonfinite_generator_update_with_finite_losses_is_dropped(config, one_
       1, 1, 0, 0)
 
 
+def _one_stage(batch_size=2, ndf=None):
+  c = tiny.get_config()
+  c.model.num_stages, c.batch_size = 1, batch_size
+  if ndf is not None:
+    c.model.ndf = ndf
+  return c
+
+
+def test_a_nonfinite_loss_with_finite_updates_is_dropped_by_the_step_itself(monkeypatch):
+  """The trainer's guard no longer selects over the GAN state (a second copy of
+  it through the step), so the step must drop an iteration whose metrics are
+  not finite even when every update is: here the KL term is +inf with its
+  gradient untouched."""
+  real_kl = losses.kl_loss
+  monkeypatch.setattr(losses, "kl_loss", lambda mu, logvar: real_kl(mu, logvar)
+                      + jax.lax.stop_gradient(jnp.float32(np.inf)))
+  c = _one_stage()
+  _, mesh, init, step = build(c, jax.devices()[:1])
+  before = host(init(jax.random.key(0)))
+  after, m = host(step(replicated(mesh, before), parallel.global_batch(mesh, random_batch(c)),
+                       KEY))
+  assert m["g_kl"] == np.inf and m["update_skipped"] == 1
+  assert (m["nonfinite_g"], m["nonfinite_d_0"]) == (0, 0)  # the updates were finite
+  assert_bitwise_equal(after, before)
+
+
+def test_the_step_holds_no_second_copy_of_the_trained_networks():
+  """The commit writes each update over the donated state in place
+  (gan_step.py). Selecting between two finished states kept a second copy of
+  every trained network and its Adam moments, with their gradients, through
+  the step: XLA's plan for the step as the trainer compiles it (guard
+  included) then needed 2.0x the trained state in temporaries at this size,
+  against 1.24x now. A second copy plus the gradients alone is 4/3 of it."""
+  from mirrorgan_jax import trainer
+  c = _one_stage(ndf=128)  # the Ds' parameters outweigh the activations
+  models = factory.create_models(c)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  shapes = jax.eval_shape(lambda k: gan_state.init_gan_state(models, c, k), KEY)
+  trained_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
+      (shapes.g.params, shapes.g.opt_state, shapes.g_ema,
+       [(d.params, d.opt_state) for d in shapes.d])))
+  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(
+      s.shape, s.dtype, sharding=parallel.replicated(mesh)), shapes)
+  step = parallel.jit_train_step(trainer.guard_nonfinite(
+      gan_step.make_train_step(models, c), step_keeps_state=True), mesh)
+  plan = step.lower(state, parallel.global_batch(mesh, random_batch(c)), KEY).compile()
+  temp = plan.memory_analysis().temp_size_in_bytes
+  assert temp < 4 / 3 * trained_bytes, (temp, trained_bytes)
+
+
 def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
   """The step differentiates G's loss through `jax.vjp` of its single forward
   pass. Here the same loss is written out from the public pieces (G forward,
