@@ -116,6 +116,10 @@ def get_config():
   # their weights fields are empty (benchmarks, tests); the log says so.
   config.train.allow_random_backbones = False
   config.train.distributed = "auto"  # "auto": jax.distributed when the environment says so; "yes"; "no"
+  # Compiled programs kept on disk, so that a resumed or repeated run skips
+  # XLA (birds: minutes of compiling): a folder in the workdir, or an absolute
+  # path; "" keeps none. JAX_COMPILATION_CACHE_DIR, when set, wins.
+  config.train.compilation_cache = "xla_cache"
 
   # Input pipeline (mirrorgan_jax/data/pipeline.py).
   config.data = ml_collections.ConfigDict()

@@ -38,6 +38,19 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["workdir"])
 
 
+def use_compilation_cache(config, workdir: str) -> str:
+  """Points JAX's persistent compilation cache at `config.train.compilation_cache`
+  (relative to the workdir); returns the folder, or "" when there is none or
+  the environment already chose one (JAX_COMPILATION_CACHE_DIR)."""
+  folder = config.train.get("compilation_cache", "")
+  if not folder or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return ""
+  folder = os.path.join(os.path.expanduser(workdir), os.path.expanduser(folder))
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", folder)
+  return folder
+
+
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: flags are --config=FILE, "
@@ -56,6 +69,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   from mirrorgan_jax import distributed
   distributed.maybe_initialize(FLAGS.config)
+  use_compilation_cache(FLAGS.config, FLAGS.workdir)
   # Imported after: jax.distributed must start before any array exists.
   from mirrorgan_jax import trainer
   from mirrorgan_jax.checkpointing import CheckpointError, CheckpointWriteError
