@@ -169,8 +169,9 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     # All or nothing: the frozen networks are neither checked nor copied
     # (they do not change). The barrier makes the updates below wait for the
     # verdict, and keeps XLA from merging them with the ones above (whose new
-    # moments would then be stored through the G pass).
-    with jax.named_scope("commit"):
+    # moments would then be stored through the G pass). Profiles count the
+    # commit with the update (benchmarks/step_parts.py).
+    with jax.named_scope("g_update"), jax.named_scope("commit"):
       ok, g_grads, d_grads = jax.lax.optimization_barrier((ok, g_grads, d_grads))
       g = _updated(state.g, g_grads, g_batch_stats, models.g_tx)
       g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
