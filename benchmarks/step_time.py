@@ -31,7 +31,7 @@ import benchmarks
 from ml_collections import config_flags
 
 from configs import birds, tiny
-from mirrorgan_jax import factory, gan_state, gan_step, host_memory, parallel, trainer
+from mirrorgan_jax import factory, gan_state, host_memory, parallel, trainer
 from mirrorgan_jax.batch import random_batch
 from mirrorgan_jax.config_check import stage_sizes
 
@@ -78,8 +78,7 @@ def setup(name: str):
                             mesh)(jax.random.key(config.seed))
   batch = parallel.global_batch(mesh, random_batch(config))
   key = jax.random.key(1)
-  step = parallel.jit_train_step(trainer.guard_nonfinite(
-      gan_step.make_train_step(models, config), step_keeps_state=True), mesh)
+  step = parallel.jit_train_step(trainer.gan_train_step(models, config), mesh)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
   compile_s = time.perf_counter() - t0

@@ -105,6 +105,12 @@ def guard_nonfinite(step_fn: Callable, step_keeps_state: bool = False) -> Callab
   return guarded
 
 
+def gan_train_step(models, config) -> Callable:
+  """The GAN step as training runs it (to jit with `parallel.jit_train_step`):
+  guarded, the step keeping its own state on a non-finite metric."""
+  return guard_nonfinite(gan_step.make_train_step(models, config), step_keeps_state=True)
+
+
 @dataclasses.dataclass
 class Segment:
   """Iterations [start, next segment's start) of a phase, with one state structure."""
@@ -424,7 +430,7 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
     sampler = _compiled(run, f"gan_sampler_{n}", cn, lambda c, m=models: jax.jit(
         make_sampler(m, c)))
     step = _compiled(run, f"gan_step_{n}", cn, lambda c, m=models: parallel.jit_train_step(
-        guard_nonfinite(gan_step.make_train_step(m, c), step_keeps_state=True), mesh))
+        gan_train_step(m, c), mesh))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,
         evaluate={"alignment": lambda s, sampler=sampler: _alignment_metric(s, sampler, test),

@@ -318,8 +318,7 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
        [(d.params, d.opt_state) for d in shapes.d])))
   state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(
       s.shape, s.dtype, sharding=parallel.replicated(mesh)), shapes)
-  step = parallel.jit_train_step(trainer.guard_nonfinite(
-      gan_step.make_train_step(models, c), step_keeps_state=True), mesh)
+  step = parallel.jit_train_step(trainer.gan_train_step(models, c), mesh)
   plan = step.lower(state, parallel.global_batch(mesh, random_batch(c)), KEY).compile()
   temp = plan.memory_analysis().temp_size_in_bytes
   assert temp < 4 / 3 * trained_bytes, (temp, trained_bytes)
