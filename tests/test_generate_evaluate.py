@@ -237,3 +237,16 @@ def test_fid_ranks_checkpoints_during_training(workdir, tmp_path, caplog):
   assert all(np.isfinite(m["metric"]) and m["metric"] > 0 for m in metas)
   assert any(n.startswith("fid_stats_shapes_test_16_32px_75_random")
              for n in os.listdir(os.path.join(wd, "eval")))
+
+
+def test_shape_reading_reports_both_readers_on_both_splits(workdir):
+  from mirrorgan_jax.metrics import shape_reading  # pylint: disable=import-outside-toplevel
+  lines = shape_reading.report(workdir, captions=10).splitlines()
+  assert "gan step" in lines[0]
+  for split in shape_reading.SPLITS:
+    mine = [l for l in lines if l.startswith(f"{split}:")]
+    assert sum("STREAM reads" in l for l in mine) == 2  # real and generated
+    assert any("scorer reads generated" in l for l in mine)
+    for l in mine:  # "... right 0.400: circle 0.50 (n=4), ..."
+      rate = float(l.split(" right ")[1].split(":")[0])
+      assert 0.0 <= rate <= 1.0

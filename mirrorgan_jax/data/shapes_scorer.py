@@ -70,7 +70,9 @@ def to_uint8_64(image) -> np.ndarray:
   return image
 
 
-def _colour_groups(image: np.ndarray):
+def colour_groups(image: np.ndarray):
+  """(labels (H, W): palette index per pixel, -1 for background; pixel count
+  per palette colour) of a uint8 image."""
   px = image.reshape(-1, 3).astype(np.float32)
   fg = px.max(axis=1) > FOREGROUND
   label = np.full(len(px), -1)
@@ -110,7 +112,7 @@ def measure(labels: np.ndarray, color: str) -> dict | None:
 
 def score_image(image, attributes: dict) -> dict:
   """{attribute: bool} for the attributes the caption names."""
-  labels, counts = _colour_groups(to_uint8_64(image))
+  labels, counts = colour_groups(to_uint8_64(image))
   if "objects" in attributes:
     top2 = {COLOR_NAMES[i] for i in np.argsort(-counts)[:2] if counts[i] >= MIN_PIXELS}
     (ca, sa), (cb, sb) = attributes["objects"]

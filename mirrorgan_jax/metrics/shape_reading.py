@@ -1,0 +1,144 @@
+"""Who reads which shape (shapes only): the run's STREAM captioner on real and
+generated images, and the scorer on generated ones, object by object.
+
+    python -m mirrorgan_jax.metrics.shape_reading --workdir W [--captions 1000]
+
+The alignment report says how often a generated shape is right; this says
+where it goes wrong. STREAM is teacher-forced on each caption and, at each
+word naming a shape, its probability is summed over that shape's synonyms
+("circle", "disk", "round"): an exact-word accuracy would count "disk" for
+"circle" as wrong. Should STREAM misread real images, the generator is taught
+the wrong shape; should it read the generated images as the caption says
+while the scorer does not, the generator satisfies STREAM without drawing
+the shape (docs/shapes_default_job.md).
+"""
+
+import argparse
+import collections
+import sys
+
+import jax
+import numpy as np
+
+from mirrorgan_jax import evaluate, factory, trained
+from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.data import image_ops, shapes, shapes_scorer, sources
+from mirrorgan_jax.generate import TextToImage
+from mirrorgan_jax.sampling import example_keys
+
+SPLITS = ("test", "test_heldout")
+
+
+def shape_tokens(words) -> dict[int, str]:
+  """Vocabulary id -> the shape it names ("round" of "round shape": circle)."""
+  out = {}
+  for shape, phrases in shapes.SHAPE_WORDS.items():
+    for phrase in phrases:
+      out[words.index(phrase.split()[0])] = shape
+  return out
+
+
+def captioner_reading(logits, ids, lens, words) -> collections.Counter:
+  """(true shape, read shape) counts over the shape words of teacher-forced
+  captions: the read shape has the most probability summed over its words.
+  logits (N, T, V) predict ids (N, T); positions past lens do not count."""
+  tokens = shape_tokens(words)
+  names = tuple(shapes.SHAPES)
+  prob = np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), axis=-1))
+  groups = np.stack([prob[..., [i for i, s in tokens.items() if s == name]].sum(-1)
+                     for name in names], -1)  # (N, T, shapes)
+  counts = collections.Counter()
+  for row, (caption, n) in enumerate(zip(np.asarray(ids), np.asarray(lens))):
+    for t in range(int(n)):
+      true = tokens.get(int(caption[t]))
+      if true is not None:
+        counts[(true, names[int(groups[row, t].argmax())])] += 1
+  return counts
+
+
+def scorer_reading(images, texts):
+  """The scorer's shape per named object, by kind of object ('large', 'small'
+  one-object scenes, 'pair' for either object of a two-object scene):
+  {kind: Counter((true, read))} with read None where the colour is missing,
+  and {(kind, true): [fill ratio, ...]}."""
+  counts = collections.defaultdict(collections.Counter)
+  fills = collections.defaultdict(list)
+  for image, text in zip(images, texts):
+    attrs = shapes_scorer.parse_caption(text)
+    labels, _ = shapes_scorer.colour_groups(shapes_scorer.to_uint8_64(image))
+    if "objects" in attrs:
+      named = [("pair", color, shape) for color, shape in attrs["objects"]]
+    else:
+      named = [(attrs["size"], attrs["color"], attrs["shape"])]
+    for kind, color, shape in named:
+      m = shapes_scorer.measure(labels, color)
+      counts[kind][(shape, m["shape"] if m else None)] += 1
+      if m:
+        fills[(kind, shape)].append(m["fill"])
+  return dict(counts), dict(fills)
+
+
+def _rates(counts: collections.Counter) -> str:
+  cells = []
+  for true in shapes.SHAPES:
+    n = sum(v for (t, _), v in counts.items() if t == true)
+    if n:
+      cells.append(f"{true} {counts[(true, true)] / n:.2f} (n={n})")
+  total = sum(counts.values())
+  right = sum(v for (t, r), v in counts.items() if t == r)
+  return f"{right / max(total, 1):.3f}: " + ", ".join(cells)
+
+
+def report(workdir: str, captions: int, seed: int = 0) -> str:
+  """The tables, for the EMA generator of `workdir`'s latest GAN checkpoint
+  and the STREAM it was trained with."""
+  gan = trained.restore(workdir, "gan")
+  config = gan.config
+  if config.dataset != "shapes":
+    raise ValueError(f"{workdir}: shape reading is for the shapes dataset, "
+                     f"not {config.dataset!r}")
+  models = factory.create_models(config)
+  caption = jax.jit(models.captioner.apply)
+  words = trained.load_vocabulary(gan.workdir, config).words
+  t2i = TextToImage(workdir)
+  size = stage_sizes(config)[-1]
+  lines = [f"{workdir}, gan step {gan.step}, {captions} captions per split "
+           f"(the first ones, as the alignment report)"]
+  for split in SPLITS:
+    source = sources.make_source(config, split, size, stage_sizes(config))
+    caps = evaluate.first_captions(source, captions, config.text.words_num)
+    real = np.stack([source.example(int(i)).stages[-1] for i in caps.images])
+    keys = example_keys(jax.random.key(seed), np.arange(len(caps.ids)))
+    fake = np.concatenate(list(t2i.last_stage_images(caps.ids, caps.lens, keys)))
+    for what, images in (("real", real), ("generated", fake)):
+      logits = caption(gan.state.stream, image_ops.to_model_range(images), caps.ids)
+      lines.append(f"{split}: STREAM reads the shape words of {what} images right "
+                   f"{_rates(captioner_reading(logits, caps.ids, caps.lens, words))}")
+    counts, fills = scorer_reading(fake, caps.texts)
+    for kind in ("large", "small", "pair"):
+      if kind in counts:
+        fill = ", ".join(f"{s} {np.median(fills[(kind, s)]):.2f}" for s in shapes.SHAPES
+                         if fills.get((kind, s)))
+        lines.append(f"{split}: the scorer reads generated {kind} objects right "
+                     f"{_rates(counts[kind])}; median fill {fill}")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m mirrorgan_jax.metrics.shape_reading",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="a shapes workdir with a gan phase")
+  parser.add_argument("--captions", type=int, default=evaluate.ALIGNMENT_CAPTIONS,
+                      help="captions per split (default: %(default)s)")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  try:
+    print(report(args.workdir, args.captions, args.seed))
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
