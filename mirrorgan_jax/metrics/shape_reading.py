@@ -92,17 +92,16 @@ def _rates(counts: collections.Counter) -> str:
 def report(workdir: str, captions: int, seed: int = 0) -> str:
   """The tables, for the EMA generator of `workdir`'s latest GAN checkpoint
   and the STREAM it was trained with."""
-  gan = trained.restore(workdir, "gan")
-  config = gan.config
+  t2i = TextToImage(workdir)  # the sampler, its config and vocabulary
+  config, words = t2i.config, t2i.vocab.words
   if config.dataset != "shapes":
     raise ValueError(f"{workdir}: shape reading is for the shapes dataset, "
                      f"not {config.dataset!r}")
-  models = factory.create_models(config)
-  caption = jax.jit(models.captioner.apply)
-  words = trained.load_vocabulary(gan.workdir, config).words
-  t2i = TextToImage(workdir)
+  # STREAM's variables: the sampler keeps only the generator's side.
+  stream = trained.restore(t2i.path, "gan").state.stream
+  caption = jax.jit(factory.create_models(config).captioner.apply)
   size = stage_sizes(config)[-1]
-  lines = [f"{workdir}, gan step {gan.step}, {captions} captions per split "
+  lines = [f"{workdir}, gan step {t2i.step}, {captions} captions per split "
            f"(the first ones, as the alignment report)"]
   for split in SPLITS:
     source = sources.make_source(config, split, size, stage_sizes(config))
@@ -111,7 +110,7 @@ def report(workdir: str, captions: int, seed: int = 0) -> str:
     keys = example_keys(jax.random.key(seed), np.arange(len(caps.ids)))
     fake = np.concatenate(list(t2i.last_stage_images(caps.ids, caps.lens, keys)))
     for what, images in (("real", real), ("generated", fake)):
-      logits = caption(gan.state.stream, image_ops.to_model_range(images), caps.ids)
+      logits = caption(stream, image_ops.to_model_range(images), caps.ids)
       lines.append(f"{split}: STREAM reads the shape words of {what} images right "
                    f"{_rates(captioner_reading(logits, caps.ids, caps.lens, words))}")
     counts, fills = scorer_reading(fake, caps.texts)
