@@ -154,6 +154,19 @@ def test_birds_needs_no_pillow(monkeypatch):
     gpu_step.preset_config("tiny")
 
 
+def test_step_time_runs_without_warmup():
+  """`--warmup=0` times every step (it raised before any step ran)."""
+  from benchmarks import step_time  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def compiled(state, batch, key):
+    calls.append(state)
+    return state + 1, {"loss": state}
+
+  state, metrics, times = step_time.timed_steps(compiled, 0, None, None, warmup=0, steps=2)
+  assert (state, metrics, calls, len(times)) == (2, {"loss": 1}, [0, 1], 2)
+
+
 def test_train_loop_splits_the_log_windows_at_checkpoints_and_samples():
   from benchmarks import train_loop  # pylint: disable=import-outside-toplevel
   logs = [{"step": s, "time": t} for s, t in
