@@ -155,16 +155,20 @@ def test_birds_needs_no_pillow(monkeypatch):
 
 
 def test_step_time_runs_without_warmup():
-  """`--warmup=0` times every step (it raised before any step ran)."""
-  from benchmarks import step_time  # pylint: disable=import-outside-toplevel
-  calls = []
-
-  def compiled(state, batch, key):
-    calls.append(state)
-    return state + 1, {"loss": state}
-
-  state, metrics, times = step_time.timed_steps(compiled, 0, None, None, warmup=0, steps=2)
-  assert (state, metrics, calls, len(times)) == (2, {"loss": 1}, [0, 1], 2)
+  """`--warmup=0` times every step (it raised before any step ran). In a fresh
+  process: step_time and train_loop both define the absl flag `--config`."""
+  code = """
+from benchmarks import step_time
+calls = []
+def compiled(state, batch, key):
+  calls.append(state)
+  return state + 1, {"loss": state}
+state, metrics, times = step_time.timed_steps(compiled, 0, None, None, warmup=0, steps=2)
+assert (state, metrics, calls, len(times)) == (2, {"loss": 1}, [0, 1], 2), (state, metrics, calls)
+"""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_train_loop_splits_the_log_windows_at_checkpoints_and_samples():
