@@ -26,7 +26,7 @@ import numpy as np
 
 import benchmarks
 from configs import birds, shapes, tiny
-from mirrorgan_jax import evaluate, factory, parallel, pretrain_steps, summaries
+from mirrorgan_jax import evaluate, factory, host_memory, parallel, pretrain_steps, summaries
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.gan_state import example_inputs
 from mirrorgan_jax.metrics import inception_net
@@ -129,5 +129,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()
   define_flags()
   app.run(main)

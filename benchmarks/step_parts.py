@@ -32,6 +32,7 @@ import jax
 from jax.profiler import ProfileData
 
 import benchmarks
+from mirrorgan_jax import host_memory
 
 FLAGS = flags.FLAGS
 
@@ -167,6 +168,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()
   # step_time's flags (presets, dtype, steps, warmup, config), defined on
   # import; not at this module's import, since the tests import it with other
   # benchmarks that define flags of the same names.

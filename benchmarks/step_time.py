@@ -138,4 +138,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()
   app.run(main)

@@ -31,7 +31,7 @@ import jax
 from ml_collections import config_flags
 
 import benchmarks
-from mirrorgan_jax import factory, gan_state, parallel, trainer
+from mirrorgan_jax import factory, gan_state, host_memory, parallel, trainer
 from mirrorgan_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -157,4 +157,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()
   app.run(main)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import factory, parallel, summaries, trained
+from mirrorgan_jax import factory, host_memory, parallel, summaries, trained
 from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data import image_ops, shapes_scorer, sources
@@ -358,6 +358,8 @@ def format_table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+  if argv is None:  # run as a program (python -m, mirrorgan-evaluate)
+    host_memory.restart_with_huge_pages()
   parser = argparse.ArgumentParser(prog="python -m mirrorgan_jax.evaluate",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True,

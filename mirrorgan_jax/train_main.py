@@ -22,7 +22,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from mirrorgan_jax import cli
+from mirrorgan_jax import cli, host_memory
 
 FLAGS = flags.FLAGS
 
@@ -94,5 +94,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_huge_pages()
   app.run(main, flags_parser=cli.config_flags_parser(
       _define_flags, DEFAULT_CONFIG, "python train.py"))
