@@ -7,19 +7,20 @@
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term;
 5. one generator update, then the EMA of its parameters;
-6. the iteration is kept only if every update and every metric is finite: a
-   non-finite loss, gradient or new state (parameters, Adam moments, BatchNorm
-   statistics) of any network drops the whole iteration, leaving the trained
-   state bit for bit as it was (`step` included), and the metrics say so.
+6. each network's update is kept only if it is finite: a non-finite loss,
+   gradient or new state (parameters, Adam moments, BatchNorm statistics) of a
+   network drops that network's update, leaving it bit for bit as it was, and
+   the metrics say which. A D's verdict comes before G's pass, so G meets a D
+   whose update was dropped as it was; the step count and G's EMA move with G.
    Finite losses do not imply a finite update (a BatchNorm variance or an Adam
-   second moment that overflows float32, 0 * inf in a backward pass).
+   second moment that overflows float32, 0 * inf in a backward pass). As
+   PyTorch's GradScaler skips each optimizer's step on its own.
 
-The commit writes the kept iteration over the donated state in place. A D's
-new parameters are the ones G's loss met (held for it anyway); G's update and
-every Adam moment are computed again from the old state and the kept gradients
-once the verdict is known. Selecting between a finished new state and the old
-one held a second copy of every trained network and its moments through the
-step (birds, batch 2: XLA's plan 2.6 -> 1.7 GiB of temporaries; docs/benchmarks.md).
+Each verdict is known before its network is written, and the update then
+overwrites the donated state in place (`_commit`): no second copy of any
+network or its moments is held (birds, batch 2: XLA's plan 2.6 GiB of
+temporaries when selecting between two finished states, 1.8 GiB with one
+verdict for the whole iteration, 1.35 GiB now; docs/benchmarks.md).
 
 The generator runs forward once: `jax.vjp` keeps its residuals, the fakes feed
 the D updates, and the G loss's gradient with respect to the fakes is pulled
@@ -62,6 +63,24 @@ def _select(ok: jax.Array, new, old):
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
+def _commit(net: NetState, grads, batch_stats, tx, finite_loss: jax.Array):
+  """(the network after its update if the update and `finite_loss` are finite,
+  else `net` bit for bit; that verdict). No second copy of the network or its
+  moments is held: the verdict reads the new state through reductions alone,
+  and the update, computed again once it is known, overwrites the donated state
+  in place, parameters first (they read the old moments), then the moments.
+  Without the barriers XLA fuses the moments' update into the parameters' and
+  copies every old moment to keep it for both (docs/benchmarks.md)."""
+  ok = finite_loss & all_finite(grads, _updated(net, grads, batch_stats, tx))
+  ok, grads = jax.lax.optimization_barrier((ok, grads))
+  updates, _ = tx.update(grads, net.opt_state, net.params)
+  params = _select(ok, optax.apply_updates(net.params, updates), net.params)
+  params, opt_state, grads = jax.lax.optimization_barrier((params, net.opt_state, grads))
+  _, new_opt_state = tx.update(grads, opt_state)  # Adam: the parameters are not read
+  return NetState(params, _select(ok, batch_stats, net.batch_stats),
+                  _select(ok, new_opt_state, opt_state)), ok
+
+
 def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Array],
                                                          tuple[GANState, Metrics]]:
   """Returns `train_step(state, batch, key) -> (state, metrics)`.
@@ -72,8 +91,8 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   (without them each image is paired with the next caption of the batch).
 
   metrics: the losses and their terms, and 0/1 flags 'nonfinite_g',
-  'nonfinite_d_<i>' (that network's update was not finite) and
-  'update_skipped' (the iteration was dropped).
+  'nonfinite_d_<i>' (that network's update was not finite and was dropped) and
+  'update_skipped' (some network's update was dropped).
   """
   stream_weight = float(config.loss.stream_weight)
   kl_weight = float(config.loss.kl_weight)
@@ -108,7 +127,7 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
           g_forward, state.g.params, has_aux=True)
 
     metrics = {}
-    meets_g, d_grads, d_ok = [], [], []
+    d_new, d_ok = [], []
     for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
       real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
 
@@ -122,22 +141,18 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       with jax.named_scope(f"d_update_{i}"):
         (d_loss, (terms, d_stats)), grads = jax.value_and_grad(
             d_loss_fn, has_aux=True)(d.params)
-        d_new = _updated(d, grads, d_stats, models.d_tx)
-        ok = all_finite(grads, d_new)
-        # A D whose update is not finite meets G as it was: G's loss and
-        # metrics stay finite, so the flags below tell what went wrong.
-        meets_g.append(_select(ok, (d_new.params, d_new.batch_stats),
-                               (d.params, d.batch_stats)))
-      d_grads.append(grads)
+        # A D whose update is not finite meets G as it was.
+        new, ok = _commit(d, grads, d_stats, models.d_tx, all_finite(d_loss, terms))
+      d_new.append(new)
       d_ok.append(ok)
       metrics[f"d_loss_{i}"] = d_loss
       metrics.update({f"d_{k}_{i}": v for k, v in terms.items()})
 
     def g_loss_fn(fakes, mu, logvar):
       total, d_stats, terms = 0.0, [], {}
-      for i, (disc, (params, stats)) in enumerate(zip(models.discriminators, meets_g)):
+      for i, (disc, d) in enumerate(zip(models.discriminators, d_new)):
         (uncond, cond), new_vars = disc.apply(
-            {"params": params, "batch_stats": stats}, fakes[i], sentence,
+            {"params": d.params, "batch_stats": d.batch_stats}, fakes[i], sentence,
             mutable=["batch_stats"])
         terms[f"g_adv_{i}"] = losses.generator_adversarial_loss(uncond, cond)
         total = total + terms[f"g_adv_{i}"]
@@ -153,35 +168,26 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
           g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
     with jax.named_scope("g_backward"):
       (g_grads,) = g_vjp(cotangents)
+    # The G pass runs the discriminators in training mode too, which moves
+    # their running statistics, as the official code.
+    # A D whose update was dropped keeps these too: it stays as it was.
+    d_ok = [ok & all_finite(stats) for ok, stats in zip(d_ok, d_stats)]
+    d_new = tuple(d.replace(batch_stats=_select(ok, stats, d.batch_stats))
+                  for d, stats, ok in zip(d_new, d_stats, d_ok))
     with jax.named_scope("g_update"):
-      g_ok = all_finite(g_grads, _updated(state.g, g_grads, g_batch_stats, models.g_tx))
-    d_ok = [ok & all_finite(s) for ok, s in zip(d_ok, d_stats)]
+      g, g_ok = _commit(state.g, g_grads, g_batch_stats, models.g_tx,
+                        all_finite(g_loss, g_terms))
+      g_ema = _select(g_ok, jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                                         state.g_ema, g.params), state.g_ema)
 
     metrics.update(g_terms)
     metrics["g_loss"] = g_loss
     metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(state.d)))
-    ok = functools.reduce(jnp.logical_and, d_ok, g_ok) & all_finite(metrics)
     flag = lambda b: (~b).astype(jnp.float32)  # noqa: E731
     metrics["nonfinite_g"] = flag(g_ok)
     metrics.update({f"nonfinite_d_{i}": flag(b) for i, b in enumerate(d_ok)})
-    metrics["update_skipped"] = flag(ok)
-
-    # All or nothing: the frozen networks are neither checked nor copied
-    # (they do not change). The barrier makes the updates below wait for the
-    # verdict, and keeps XLA from merging them with the ones above (whose new
-    # moments would then be stored through the G pass). Profiles count the
-    # commit with the update (benchmarks/step_parts.py).
-    with jax.named_scope("g_update"), jax.named_scope("commit"):
-      ok, g_grads, d_grads = jax.lax.optimization_barrier((ok, g_grads, d_grads))
-      g = _updated(state.g, g_grads, g_batch_stats, models.g_tx)
-      g_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                           state.g_ema, g.params)
-      # The G pass runs the discriminators in training mode too, which moves
-      # their running statistics, as the official code.
-      d = tuple(NetState(params, stats, models.d_tx.update(grads, old.opt_state, old.params)[1])
-                for old, (params, _), grads, stats in zip(state.d, meets_g, d_grads, d_stats))
-      g, g_ema, d = _select(ok, (g, g_ema, d), (state.g, state.g_ema, state.d))
-      step = jnp.where(ok, state.step + 1, state.step)
-    return state.replace(step=step, g=g, g_ema=g_ema, d=d), metrics
+    metrics["update_skipped"] = flag(functools.reduce(jnp.logical_and, d_ok, g_ok))
+    step = jnp.where(g_ok, state.step + 1, state.step)
+    return state.replace(step=step, g=g, g_ema=g_ema, d=d_new), metrics
 
   return train_step

@@ -16,8 +16,8 @@ cross-entropy (the image-captioning code the MirrorGAN README points to: Adam
 decoder trained, or the small CNN trained whole).
 
 Both steps drop an update that is not finite (gradient, parameters, Adam
-moments or BatchNorm statistics), as the GAN step does: the state stays bit for
-bit, `step` included, and the metric 'update_skipped' is 1.
+moments or BatchNorm statistics), as the GAN step drops a network's: the state
+stays bit for bit, `step` included, and the metric 'update_skipped' is 1.
 """
 
 from typing import Callable

@@ -207,35 +207,48 @@ def assert_bitwise_equal(a, b, networks_first=True):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
+def assert_differs(a, b):
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def assert_all_finite(tree):
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
 def test_a_nonfinite_update_with_finite_losses_is_dropped_and_the_next_step_applies(
     config, one_device):
   """A real image with one corrupt pixel of 1e22 (a decoding or scaling bug):
   in float32 BatchNorm its activation's square overflows, so D0's batch
   variance is inf. The normalised output, every loss and metric and every
   gradient stay finite (the trainer's guard sees nothing), but the running
-  variance would be stored as inf. The iteration must be dropped as a whole,
-  reported, and leave no trace: the next good batch gives exactly the state
-  that batch gives from the state before the bad one."""
+  variance would be stored as inf. D0's update must be dropped and reported,
+  leaving D0 bit for bit as it was; the other networks' updates are kept
+  (D1's exactly as from a batch without the bad pixel, which only D0 reads),
+  and the next good batch updates D0 again."""
   _, mesh, init, step = one_device
   good = random_batch(config)
   bad = random_batch(config, seed=1)
+  fixed = {**bad, "images": tuple(x.copy() for x in bad["images"])}
   bad["images"] = (bad["images"][0].copy(),) + bad["images"][1:]
   bad["images"][0][0, 0, 0, 0] = 1e22
   before = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, good), KEY)[0])
 
   after_bad, m = host(step(replicated(mesh, before), parallel.global_batch(mesh, bad), KEY))
   assert all(np.isfinite(v) for v in m.values()), m
-  assert_bitwise_equal(after_bad, before)  # params, Adam, BatchNorm, EMA, step
   assert (m["update_skipped"], m["nonfinite_d_0"], m["nonfinite_d_1"], m["nonfinite_g"]) == (
       1, 1, 0, 0)
+  assert_all_finite(after_bad)
+  assert_bitwise_equal(after_bad.d[0], before.d[0])  # parameters, Adam, BatchNorm
+  assert_differs(after_bad.g.params, before.g.params)
+  assert int(after_bad.step) == int(before.step) + 1  # G's update was kept
+  after_fixed, _ = host(step(replicated(mesh, before), parallel.global_batch(mesh, fixed), KEY))
+  assert_bitwise_equal(after_bad.d[1], after_fixed.d[1])
 
   after_good, m = host(step(replicated(mesh, after_bad), parallel.global_batch(mesh, good),
                             KEY))
-  direct, _ = host(step(replicated(mesh, before), parallel.global_batch(mesh, good), KEY))
-  assert m["update_skipped"] == 0 and int(after_good.step) == int(before.step) + 1
-  assert not np.array_equal(after_good.g.params["img_net2"]["conv"]["kernel"],
-                            before.g.params["img_net2"]["conv"]["kernel"])
-  assert_bitwise_equal(after_good, direct)
+  assert m["update_skipped"] == 0 and int(after_good.step) == int(before.step) + 2
+  assert_differs(after_good.d[0].params, before.d[0].params)
 
 
 def _inf_stream_weight(state):
@@ -262,17 +275,25 @@ def _huge_logvar(state):
                          ids=["nan_gradient", "adam_overflow"])
 def test_a_nonfinite_generator_update_with_finite_losses_is_dropped(config, one_device,
                                                                      culprit):
-  """Finite losses, a non-finite G update (see each culprit): nothing of the
-  iteration is kept, D's finite updates included, and the metrics say G."""
+  """Finite losses, a non-finite G update (see each culprit): G, its EMA and
+  the step count stay bit for bit as they were, the Ds' finite updates are
+  kept, and the metrics say G. With the NaN from the frozen STREAM (which no D
+  reads) the Ds are exactly those of the same iteration without it."""
   _, mesh, init, step = one_device
-  before = host(init(jax.random.key(0)))
+  clean = host(init(jax.random.key(0)))
+  before = jax.tree.map(np.copy, clean)
   culprit(before)
   batch = parallel.global_batch(mesh, random_batch(config))
   after, m = host(step(replicated(mesh, before), batch, KEY))
   assert all(np.isfinite(v) for v in m.values()), m
-  assert_bitwise_equal(after, before)
   assert (m["update_skipped"], m["nonfinite_g"], m["nonfinite_d_0"], m["nonfinite_d_1"]) == (
       1, 1, 0, 0)
+  assert_all_finite((after.g, after.g_ema, after.d))
+  assert_bitwise_equal((after.g, after.g_ema, after.step), (before.g, before.g_ema, before.step))
+  assert_differs(after.d, before.d)
+  if culprit is _inf_stream_weight:
+    after_clean, _ = host(step(replicated(mesh, clean), batch, KEY))
+    assert_bitwise_equal(after.d, after_clean.d)
 
 
 def _one_stage(batch_size=2, ndf=None):
@@ -284,10 +305,10 @@ def _one_stage(batch_size=2, ndf=None):
 
 
 def test_a_nonfinite_loss_with_finite_updates_is_dropped_by_the_step_itself(monkeypatch):
-  """The trainer's guard no longer selects over the GAN state (a second copy of
-  it through the step), so the step must drop an iteration whose metrics are
-  not finite even when every update is: here the KL term is +inf with its
-  gradient untouched."""
+  """The trainer's guard does not select over the GAN state (a second copy of
+  it through the step), so the step must drop an update whose loss is not
+  finite even when the update is: here G's KL term is +inf with its gradient
+  untouched. G's update is dropped; D's, whose loss is finite, is kept."""
   real_kl = losses.kl_loss
   monkeypatch.setattr(losses, "kl_loss", lambda mu, logvar: real_kl(mu, logvar)
                       + jax.lax.stop_gradient(jnp.float32(np.inf)))
@@ -297,8 +318,9 @@ def test_a_nonfinite_loss_with_finite_updates_is_dropped_by_the_step_itself(monk
   after, m = host(step(replicated(mesh, before), parallel.global_batch(mesh, random_batch(c)),
                        KEY))
   assert m["g_kl"] == np.inf and m["update_skipped"] == 1
-  assert (m["nonfinite_g"], m["nonfinite_d_0"]) == (0, 0)  # the updates were finite
-  assert_bitwise_equal(after, before)
+  assert (m["nonfinite_g"], m["nonfinite_d_0"]) == (1, 0)
+  assert_bitwise_equal((after.g, after.g_ema, after.step), (before.g, before.g_ema, before.step))
+  assert_differs(after.d[0].params, before.d[0].params)
 
 
 def test_the_step_holds_no_second_copy_of_the_trained_networks():
@@ -306,8 +328,9 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   (gan_step.py). Selecting between two finished states kept a second copy of
   every trained network and its Adam moments, with their gradients, through
   the step: XLA's plan for the step as the trainer compiles it (guard
-  included) then needed 2.0x the trained state in temporaries at this size,
-  against 1.24x now. A second copy plus the gradients alone is 4/3 of it."""
+  included) then needed 2.0x the trained state in temporaries at this size;
+  one verdict for the whole iteration (the Ds' new parameters and gradients
+  held through G's pass, every old moment copied) 1.24x; 1.10x now."""
   from mirrorgan_jax import trainer
   c = _one_stage(ndf=128)  # the Ds' parameters outweigh the activations
   models = factory.create_models(c)
@@ -321,7 +344,7 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   step = parallel.jit_train_step(trainer.gan_train_step(models, c), mesh)
   plan = step.lower(state, parallel.global_batch(mesh, random_batch(c)), KEY).compile()
   temp = plan.memory_analysis().temp_size_in_bytes
-  assert temp < 4 / 3 * trained_bytes, (temp, trained_bytes)
+  assert temp < 1.2 * trained_bytes, (temp, trained_bytes)
 
 
 def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
