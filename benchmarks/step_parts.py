@@ -1,9 +1,8 @@
 """Where a MirrorGAN training iteration spends its time, per part, in the
 order of the PyTorch profile of issue 13: text encoding, G forward, each D
 update, the G loss forward (the Ds on the fakes, STREAM, KL), the G backward
-(through the Ds and STREAM, then G), the update (G's finiteness check and the
-commit: Adam for G and each D's moments, EMA; each D's own Adam step counts in
-its update).
+(through the Ds and STREAM, then G), the update (G's finiteness check, Adam
+and EMA; each D's check and Adam step count in its update).
 
   python -m benchmarks.step_parts --presets=birds --steps=2 --warmup=1
   python -m benchmarks.step_parts --presets=stage64 --steps=3 --top_ops=25
