@@ -44,7 +44,7 @@ def compile_and_release(jitted, *args):
 
 # glibc 2.35+ then madvise()s its large mappings for transparent huge pages. XLA:CPU
 # maps a step's temporaries afresh every step; in 4 KB pages that was 385,000 page
-# faults per stage64 step (3.4 s with huge pages, 5.7 s without; docs/benchmarks.md).
+# faults per stage64 step (shapes step: 0.80x the time with them; docs/benchmarks.md).
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 HUGE_PAGES_SWITCH = "MIRRORGAN_HUGE_PAGES"  # "0": leave the process as started
 _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
