@@ -184,6 +184,20 @@ def _compiled(run: "Run", name: str, config, make: Callable[[ml_collections.Conf
   return _COMPILED[key]
 
 
+RUN_ONCE = ("_init", "gan_grow")  # names of programs a phase runs once
+
+
+def _release_run_once() -> None:
+  """Drops the executables of the programs a phase runs once (its init, a
+  growth): otherwise they stay resident beside the step for the rest of the
+  process (birds: the gan init holds 197 MiB). A later run in this process
+  traces and compiles them again, from the persistent compilation cache where
+  that is on."""
+  for (name, *_), program in _COMPILED.items():
+    if any(part in name for part in RUN_ONCE) and hasattr(program, "clear_cache"):
+      program.clear_cache()
+
+
 @functools.lru_cache(maxsize=None)
 def _copier(mesh):
   return jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=parallel.replicated(mesh))
@@ -244,7 +258,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
     logging.warning("%s: resuming from %s (iteration %d)", phase, restored.path, iteration)
   else:
     iteration, seg = 0, segments[0]
-    state = seg.init(key)
+    state = jax.block_until_ready(seg.init(key))
+    _release_run_once()
   last_good = restored.path if restored else None
 
   def save(iteration, complete=False, metrics=None):
@@ -301,7 +316,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
                         f"{ckpt.path(iteration)}; run the same command to resume")
       nxt = seg_of(iteration)
       if nxt is not seg:
-        state, seg = nxt.grow(state), nxt
+        state, seg = jax.block_until_ready(nxt.grow(state)), nxt
+        _release_run_once()
         logging.warning("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
       batch = pipeline.device_batch(mesh, next(data_iter))
       if id(seg) not in warmed:  # compiled before it runs, the compiler's garbage released
@@ -371,9 +387,11 @@ def pretrain_init(run: Run, models, phase: str, backbone: bool = True) -> Callab
   configured ImageNet weights are put in (not needed for shapes alone)."""
   pc = phase_config(run.config, phase)
   init_state = _PRETRAIN[phase][0]
-  init = _compiled(run, f"{phase}_init", pc, lambda c: parallel.jit_init(
-      lambda k: init_state(models, c, k), run.mesh))
-  return backbones.with_backbone(init, run.config, phase, run.mesh) if backbone else init
+  weights = backbones.weights_file(run.config, phase) if backbone else None
+  init = _compiled(run, f"{phase}_init" + ("_backbone" if weights else ""), pc,
+                   lambda c: backbones.jit_init(lambda k: init_state(models, c, k), phase,
+                                                run.mesh, with_weights=bool(weights)))
+  return backbones.with_weights(init, weights, run.mesh) if weights else init
 
 
 def pretrain_segments(run: Run, models, phase: str) -> list[Segment]:

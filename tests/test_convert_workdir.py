@@ -168,7 +168,9 @@ def test_backbone_files_fill_the_pretraining_state(tmp_path):
       shapes = jax.eval_shape(lambda k, init=init: init(models, c, k), jax.random.key(0))
       fresh = lambda k, shapes=shapes: jax.tree.map(  # noqa: E731
           lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes)
-      state = backbones.with_backbone(fresh, c, phase, mesh)(jax.random.key(0))
+      program = backbones.jit_init(fresh, phase, mesh, with_weights=True)
+      state = backbones.with_weights(program, backbones.weights_file(c, phase), mesh)(
+          jax.random.key(0))
       net = state.net if phase == "stream" else state.image
       sub = (lambda t: t["encoder"]["resnet"]) if phase == "stream" else (
           lambda t: t["inception"])

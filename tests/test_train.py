@@ -97,6 +97,19 @@ def test_every_phase_runs_and_leaves_its_records(whole):
   assert len(report) == 1 and report[0]["step"] == 4 and report[0]["alignment/test/n"] == 80
 
 
+def test_programs_a_phase_runs_once_hold_no_executable_after(whole):
+  """Each init and the growth are released once run (birds: the gan init's
+  executable holds 197 MiB); the steps keep theirs for the next run."""
+  del whole
+  held = {k[0]: p._cache_size() for k, p in trainer._COMPILED.items()
+          if hasattr(p, "_cache_size")}
+  once = {n: c for n, c in held.items() if any(part in n for part in trainer.RUN_ONCE)}
+  assert {"damsm_init", "stream_init", "gan_init_1", "gan_init_2", "gan_grow"} <= set(once)
+  assert set(once.values()) == {0}, held
+  steps = [n for n in held if "_step" in n]
+  assert len(steps) == 4 and all(held[n] >= 1 for n in steps), held
+
+
 def test_a_complete_workdir_is_skipped(whole):
   workdir, out = whole
   before = len(metric_lines(workdir))

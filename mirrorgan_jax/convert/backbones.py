@@ -124,32 +124,49 @@ def load(kind: str, path: str) -> dict:
   return _load(kind, path, os.path.getmtime(path))
 
 
-def install(state, phase: str, variables, mesh):
-  """The pretraining state with the backbone's variables in place (fresh
-  replicated buffers: the step donates the state)."""
-  v = jax.device_put(variables, parallel.replicated(mesh))
+def install(state, phase: str, variables):
+  """The pretraining state with the backbone's variables in place of its own
+  (pure: it runs inside `jit_init`'s program)."""
   if phase == "damsm":
     net = state.image
-    net = net.replace(params={**net.params, "inception": v["params"]},
-                      batch_stats={**net.batch_stats, "inception": v["batch_stats"]})
+    net = net.replace(params={**net.params, "inception": variables["params"]},
+                      batch_stats={**net.batch_stats, "inception": variables["batch_stats"]})
     return state.replace(image=net)
   net = state.net
   enc_p, enc_b = net.params["encoder"], net.batch_stats["encoder"]
-  net = net.replace(params={**net.params, "encoder": {**enc_p, "resnet": v["params"]}},
+  net = net.replace(params={**net.params, "encoder": {**enc_p, "resnet": variables["params"]}},
                     batch_stats={**net.batch_stats,
-                                 "encoder": {**enc_b, "resnet": v["batch_stats"]}})
+                                 "encoder": {**enc_b, "resnet": variables["batch_stats"]}})
   return state.replace(net=net)
 
 
-def with_backbone(init, config, phase: str, mesh):
-  """`init` (key -> pretraining state) with the configured backbone loaded in,
-  or `init` itself when the phase has none or its field is empty."""
+def weights_file(config, phase: str) -> tuple[str, str] | None:
+  """(converter kind, path) of the backbone weights the config gives the
+  phase, or None (no ImageNet backbone, or its field empty)."""
   b = needed(config, phase)
   path = _field(config, b.field) if b else ""
-  if not path:
-    return init
+  return (b.kind, path) if path else None
+
+
+def jit_init(init_state, phase: str, mesh, with_weights: bool):
+  """The phase's fresh state as one jitted program: `key -> state`, or with
+  `with_weights` `(key, backbone variables) -> state` with them installed.
+  Installed inside the program, the random backbone that `init_state` draws
+  is never used and XLA drops it: on birds the stream phase's init compiled
+  in 73 s and held 122 MiB with ResNet-152's random draws (docs/benchmarks.md)."""
+  if not with_weights:
+    return parallel.jit_init(init_state, mesh)
+  return parallel.jit_init(lambda key, variables: install(init_state(key), phase, variables),
+                           mesh)
+
+
+def with_weights(init, weights: tuple[str, str], mesh):
+  """`key -> state` from `jit_init(..., with_weights=True)` and `weights_file`'s
+  (kind, path): the file read (once per process) and placed on every device;
+  the program writes fresh buffers (the step donates the state)."""
+  kind, path = weights
 
   def init_with_weights(key):
-    return install(init(key), phase, load(b.kind, path), mesh)
+    return init(key, jax.device_put(load(kind, path), parallel.replicated(mesh)))
 
   return init_with_weights
