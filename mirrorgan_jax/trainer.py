@@ -187,15 +187,18 @@ def _compiled(run: "Run", name: str, config, make: Callable[[ml_collections.Conf
 RUN_ONCE = ("_init", "gan_grow")  # names of programs a phase runs once
 
 
-def _release_run_once() -> None:
+def _release_run_once(state) -> None:
   """Drops the executables of the programs a phase runs once (its init, a
-  growth): otherwise they stay resident beside the step for the rest of the
-  process (birds: the gan init holds 197 MiB). A later run in this process
-  traces and compiles them again, from the persistent compilation cache where
-  that is on."""
+  growth), once `state`, which they made, is ready: otherwise they stay
+  resident beside the step for the rest of the process (birds: the gan init
+  holds 197 MiB). Called after the step's compile, which thus overlaps the
+  init's run. A later run in this process traces and compiles them again,
+  from the persistent compilation cache where that is on."""
+  jax.block_until_ready(state)
   for (name, *_), program in _COMPILED.items():
     if any(part in name for part in RUN_ONCE) and hasattr(program, "clear_cache"):
       program.clear_cache()
+  host_memory.release()
 
 
 @functools.lru_cache(maxsize=None)
@@ -258,8 +261,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
     logging.warning("%s: resuming from %s (iteration %d)", phase, restored.path, iteration)
   else:
     iteration, seg = 0, segments[0]
-    state = jax.block_until_ready(seg.init(key))
-    _release_run_once()
+    state = seg.init(key)
   last_good = restored.path if restored else None
 
   def save(iteration, complete=False, metrics=None):
@@ -316,13 +318,13 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
                         f"{ckpt.path(iteration)}; run the same command to resume")
       nxt = seg_of(iteration)
       if nxt is not seg:
-        state, seg = jax.block_until_ready(nxt.grow(state)), nxt
-        _release_run_once()
+        state, seg = nxt.grow(state), nxt
         logging.warning("%s: grew to %d stages at iteration %d", phase, seg.stages, iteration)
       batch = pipeline.device_batch(mesh, next(data_iter))
       if id(seg) not in warmed:  # compiled before it runs, the compiler's garbage released
         host_memory.compile_and_release(seg.step, state, batch, key)
         warmed.add(id(seg))
+        _release_run_once(state)  # the init or growth that made `state` has run
       state, metrics = seg.step(state, batch, key)
       iteration += 1
       run.iterations += 1
