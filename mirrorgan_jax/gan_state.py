@@ -1,6 +1,7 @@
 """The whole state of MirrorGAN training as one pytree, its initialisation, and
 the finiteness check and select the steps use to drop a non-finite update."""
 
+import collections
 import functools
 from typing import Any
 
@@ -33,9 +34,21 @@ class GANState:
 
 
 def all_finite(*trees) -> jax.Array:
-  """A bool scalar: every floating-point leaf of `trees` is finite."""
-  checks = [jnp.isfinite(x).all() for t in trees for x in jax.tree.leaves(t)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  """A bool scalar: every floating-point leaf of `trees` is finite.
+
+  One reduction per shape, not per leaf: leaves of one shape and dtype are
+  folded as `a + 0 * b + 0 * c ...`, which is finite exactly when each of them
+  is (0 * inf and 0 * nan are nan; 0 * a finite value is 0). A parameter, its
+  gradient and its new Adam moments then share one reduction. On CPU each
+  reduction compiles to kernels of its own: per leaf, the birds step held 6,694
+  fusions, a quarter of them these checks (docs/benchmarks.md)."""
+  groups = collections.defaultdict(list)
+  for t in trees:
+    for x in jax.tree.leaves(t):
+      if jnp.issubdtype(x.dtype, jnp.inexact):
+        groups[(jnp.shape(x), x.dtype)].append(x)
+  checks = [jnp.isfinite(functools.reduce(lambda a, b: a + 0 * b, xs)).all()
+            for xs in groups.values()]
   return functools.reduce(jnp.logical_and, checks, jnp.array(True))
 
 

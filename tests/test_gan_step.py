@@ -216,6 +216,25 @@ def assert_all_finite(tree):
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_sees_one_bad_value_in_any_leaf_of_a_shared_shape(bad):
+  """`all_finite` folds the leaves of one shape into one reduction
+  (a + 0 * b + ...): compiled, a bad value in any of them, first or last
+  element, must still be seen, and the largest finite floats must not be taken
+  for overflow. Integer leaves are not checked."""
+  big = np.finfo(np.float32).max
+  leaves = [np.full((3, 4), big, np.float32), np.full((3, 4), big, np.float32),
+            np.ones((3, 4), np.float32), np.ones(5, np.float32),
+            np.ones((3, 4), jnp.bfloat16), np.zeros(2, np.int32)]
+  check = jax.jit(gan_state.all_finite)
+  assert bool(check({"a": leaves[:3]}, leaves[3:]))
+  for i in range(5):
+    for pos in (0, -1):
+      broken = [x.copy() for x in leaves]
+      broken[i].flat[pos] = bad
+      assert not bool(check({"a": broken[:3]}, broken[3:])), (i, pos)
+
+
 def test_a_nonfinite_update_with_finite_losses_is_dropped_and_the_next_step_applies(
     config, one_device):
   """A real image with one corrupt pixel of 1e22 (a decoding or scaling bug):
