@@ -73,11 +73,12 @@ def _xla(stride, padding):
 @pytest.mark.parametrize("form", ["tapwise", "matmul"])
 @pytest.mark.parametrize("kernel,stride,padding,size", [
     (3, 1, 1, 8), (4, 2, 1, 8), (1, 1, 0, 8), (4, 4, 0, 8), (3, 2, 1, 9), (1, 2, 0, 7),
-    (7, 2, 3, 11)])
+    (7, 2, 3, 11), (4, 4, 0, 4), (4, 2, 0, 9), (2, 2, 1, 5), (6, 3, 1, 10)])
 def test_cpu_conv_forms_and_their_gradients_equal_xla(form, kernel, stride, padding, size):
   """Both CPU forms of `conv2d` against XLA's own convolution and its
   gradients: the tap-wise kernel gradient, and the matmul over patches (odd
-  sizes: strides that do not divide the padded input)."""
+  sizes: strides that do not divide the padded input; a kernel covering the
+  input; strides dividing the kernel, run on pixel blocks)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, size, size + 1, 3)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)

@@ -119,19 +119,42 @@ def upsample_conv3x3(x, w):
 MATMUL_CONV_MAX_PIXELS = 64
 
 
+def _block_patches(x, kh: int, kw: int, s: int, ho: int, wo: int):
+  """im2col for a stride that divides the kernel, from the input's s x s pixel
+  blocks: x as (B, H/s, s, W/s, s, C) is a free reshape, and the window at
+  output (o1, o2) is the blocks (o1 + a, o2 + b) for a < kh/s, b < kw/s. The
+  (kh/s) (kw/s) block views are stacked and put in the kernel's tap order
+  (row a s + p, column b s + q, channel) in one transpose, so the kernel is
+  used as it is stored (a 4x4 kernel at stride 2: 4 views instead of 16)."""
+  b, _, _, c = x.shape
+  hn, wn = (ho - 1) * s + kh, (wo - 1) * s + kw  # the rows and columns read
+  x = x[:, :hn, :wn].reshape(b, hn // s, s, wn // s, s, c)
+  views = jnp.stack([jnp.stack([x[:, i:i + ho, :, j:j + wo] for j in range(kw // s)])
+                     for i in range(kh // s)])  # (kh/s, kw/s, B, ho, s, wo, s, C)
+  return views.transpose(2, 3, 5, 0, 4, 1, 6, 7)
+
+
 def matmul_conv(x, w, stride: int = 1, padding: int = 0):
   """NHWC x HWIO convolution as one matmul: the kernel taps' strided views of
   the padded input side by side (im2col, tap-major like the kernel's reshape)
   times the kernel as a (kh * kw * cin, cout) matrix. A 1x1 kernel is the
-  matmul alone. Gradients by autodiff: matmuls, and the views' transposes."""
+  matmul alone, a kernel that covers the input a reshape of it, and a stride
+  that divides the kernel reads pixel blocks (`_block_patches`). On XLA:CPU
+  each view is a kernel of its own, forward and backward (docs/benchmarks.md).
+  Gradients by autodiff: matmuls, and the views' transposes."""
   kh, kw, cin, cout = w.shape
   if padding:
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   b, h, wd, _ = x.shape
   ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-  taps = [x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
-          for i in range(kh) for j in range(kw)]
-  patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  if ho == wo == 1:
+    patches = x[:, :kh, :kw]
+  elif stride > 1 and kh % stride == 0 and kw % stride == 0:
+    patches = _block_patches(x, kh, kw, stride, ho, wo)
+  else:
+    taps = [x[:, i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+            for i in range(kh) for j in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
   y = lax.dot_general(patches.reshape(b * ho * wo, kh * kw * cin),
                       w.reshape(kh * kw * cin, cout), (((1,), (0,)), ((), ())))
   return y.reshape(b, ho, wo, cout)
