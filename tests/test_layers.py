@@ -64,6 +64,43 @@ def test_widths_scale_with_the_image_size():
     assert u.shape == c.shape == (2,)
 
 
+@pytest.mark.parametrize("size", [16, 64])
+def test_discriminate_stacks_the_official_calls_and_keeps_their_results(size):
+  """`discriminate` runs each layer once on the stacked batches; its logits,
+  gradients and new running statistics are those of the official separate
+  calls (trunk on real, on fake; the conditional head three times, the
+  unconditional twice), made here one by one through the same modules. Fails
+  if a BatchNorm sees the stacked batches as one, or a part is out of order."""
+  rng = np.random.default_rng(0)
+  d = Discriminator(size, ndf=4)
+  real, fake = (jnp.asarray(rng.normal(size=(3, size, size, 3)), jnp.float32) for _ in "rf")
+  sent, wrong = (jnp.asarray(rng.normal(size=(3, 5)), jnp.float32) for _ in "sw")
+  variables = d.init(jax.random.key(0), real, sent)
+  # running statistics away from their init, so that the order of updates shows
+  variables = {"params": variables["params"], "batch_stats": jax.tree.map(
+      lambda v: v + jnp.asarray(rng.uniform(0.5, 1.5, v.shape), v.dtype),
+      variables["batch_stats"])}
+
+  def separate(m):
+    real_f, fake_f = m.trunk(real, True), m.trunk(fake, True)
+    return {"cond_real": m.cond(real_f, sent, True), "cond_fake": m.cond(fake_f, sent, True),
+            "cond_wrong": m.cond(real_f, wrong, True), "real": m.uncond(real_f, train=True),
+            "fake": m.uncond(fake_f, train=True)}
+
+  def run(method, params):
+    logits, new = d.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                          **({} if method is separate else dict(
+                              real=real, fake=fake, sentence=sent, wrong_sentence=wrong)),
+                          method=method, mutable=["batch_stats"])
+    return sum(jnp.sum(jnp.sin(v)) for v in logits.values()), (logits, new)
+
+  got, want = (jax.value_and_grad(lambda p, m=m: run(m, p), has_aux=True)(variables["params"])
+               for m in ("discriminate", separate))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # float rounding only
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+
+
 def _xla(stride, padding):
   return lambda x, w: lax.conv_general_dilated(
       x, w, (stride, stride), [(padding, padding)] * 2,

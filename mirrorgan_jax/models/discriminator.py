@@ -8,6 +8,13 @@ images use fewer trunk convs and so end narrower.
 Heads: an unconditional logit (4x4 conv, stride 4, with bias) and a
 sentence-conditional one (tile the raw STEM sentence to 4x4, concat, 3x3 conv
 -> BN -> LeakyReLU, then the same 4x4 conv). Logits are returned in float32.
+
+The D update sees several batches (real and fake images; three image-sentence
+pairs in the conditional head), passed as tuples. The layers with small outputs
+and large kernels (`_conv_parts`) and the heads run once on them stacked along
+the batch; each BatchNorm normalises every batch with its own statistics and
+moves its running averages batch after batch in the official order, so the
+results are the official separate calls' (a conv treats each image apart).
 """
 
 from typing import Any
@@ -15,7 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mirrorgan_jax.models.layers import batch_norm, conv, torch_bias_init
+from mirrorgan_jax.models.layers import (MATMUL_CONV_MAX_PIXELS, batch_norm, conv,
+                                         torch_bias_init)
 
 Dtype = Any
 
@@ -33,6 +41,30 @@ def _lrelu(x):
   return nn.leaky_relu(x, 0.2)
 
 
+def _stacked(f, parts):
+  """f on the batches of `parts` stacked, split back into parts. Stacked
+  example by example ((B, parts) -> B * parts rows), so that where the batch
+  is sharded over devices each device keeps its own examples."""
+  if len(parts) == 1:
+    return (f(parts[0]),)
+  x = jnp.stack(parts, axis=1)
+  y = f(x.reshape((-1,) + x.shape[2:]))
+  y = y.reshape((x.shape[0], len(parts)) + y.shape[1:])
+  return tuple(y[:, k] for k in range(len(parts)))
+
+
+def _conv_parts(layer: nn.Module, parts):
+  """A conv on each batch of `parts`. Where its output is small (the layers
+  whose kernels are large), on the batches stacked: one kernel gradient
+  instead of one per batch (birds, batch 2: XLA's temporaries 1,276 -> 1,070
+  MiB, docs/benchmarks.md). On the large early maps the batches run apart,
+  which measured faster than stacked (the copies of the stacked batch)."""
+  h, w = parts[0].shape[1:3]
+  if (h // layer.stride) * (w // layer.stride) <= MATMUL_CONV_MAX_PIXELS:
+    return _stacked(layer, parts)
+  return tuple(layer(p) for p in parts)
+
+
 class DTrunk(nn.Module):
   image_size: int
   ndf: int
@@ -40,40 +72,54 @@ class DTrunk(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
+    """x: a batch of images, or a tuple of batches (then a tuple of features,
+    each batch normalised with its own statistics, in order)."""
     trunk, downs, convs = trunk_widths(self.image_size, self.ndf)
-    x = x.astype(self.dtype)
+    parts = tuple(p.astype(self.dtype) for p in (x if isinstance(x, tuple) else (x,)))
+
+    def block(conv_layer, bn_name, parts):
+      parts = _conv_parts(conv_layer, parts)
+      if bn_name:
+        bn = batch_norm(train, self.dtype, name=bn_name)
+        parts = tuple(bn(p) for p in parts)
+      return tuple(_lrelu(p) for p in parts)
+
     for i, w in enumerate(trunk):
-      x = conv(w, 4, stride=2, padding=1, dtype=self.dtype, name=f"down{i}")(x)
-      if i > 0:
-        x = batch_norm(train, self.dtype, name=f"down{i}_bn")(x)
-      x = _lrelu(x)
+      parts = block(conv(w, 4, stride=2, padding=1, dtype=self.dtype, name=f"down{i}"),
+                    f"down{i}_bn" if i > 0 else None, parts)
     for i, w in enumerate(downs):
-      x = conv(w, 4, stride=2, padding=1, dtype=self.dtype, name=f"extra_down{i}")(x)
-      x = _lrelu(batch_norm(train, self.dtype, name=f"extra_down{i}_bn")(x))
+      parts = block(conv(w, 4, stride=2, padding=1, dtype=self.dtype, name=f"extra_down{i}"),
+                    f"extra_down{i}_bn", parts)
     for i, w in enumerate(convs):
-      x = conv(w, 3, padding=1, dtype=self.dtype, name=f"extra_conv{i}")(x)
-      x = _lrelu(batch_norm(train, self.dtype, name=f"extra_conv{i}_bn")(x))
-    return x
+      parts = block(conv(w, 3, padding=1, dtype=self.dtype, name=f"extra_conv{i}"),
+                    f"extra_conv{i}_bn", parts)
+    return parts if isinstance(x, tuple) else parts[0]
 
 
 class DLogits(nn.Module):
-  """features (B, 4, 4, C) [, sentence (B, nef)] -> logits (B,)."""
+  """features (B, 4, 4, C) [, sentence (B, nef)] -> logits (B,); or tuples of
+  them (then a tuple of logits, each batch normalised on its own, in order)."""
   conditional: bool
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features, sentence=None, train: bool = True):
-    width = features.shape[-1]
-    x = features
+    single = not isinstance(features, tuple)
+    parts = (features,) if single else features
+    width = parts[0].shape[-1]
     if self.conditional:
-      s = jnp.broadcast_to(sentence[:, None, None, :].astype(self.dtype),
-                           x.shape[:3] + (sentence.shape[-1],))
-      x = jnp.concatenate([x, s], axis=-1)
-      x = conv(width, 3, padding=1, dtype=self.dtype, name="joint_conv")(x)
-      x = _lrelu(batch_norm(train, self.dtype, name="joint_bn")(x))
-    x = conv(1, 4, stride=4, dtype=self.dtype, use_bias=True,
-             bias_init=torch_bias_init(16 * width), name="outlogits")(x)
-    return x.reshape(x.shape[0]).astype(jnp.float32)
+      sentences = (sentence,) if single else sentence
+      parts = tuple(jnp.concatenate([x, jnp.broadcast_to(
+          s[:, None, None, :].astype(self.dtype), x.shape[:3] + (s.shape[-1],))], axis=-1)
+                    for x, s in zip(parts, sentences))
+      parts = _stacked(conv(width, 3, padding=1, dtype=self.dtype, name="joint_conv"), parts)
+      bn = batch_norm(train, self.dtype, name="joint_bn")
+      parts = tuple(_lrelu(bn(x)) for x in parts)
+    outlogits = conv(1, 4, stride=4, dtype=self.dtype, use_bias=True,
+                     bias_init=torch_bias_init(16 * width), name="outlogits")
+    logits = tuple(y.reshape(y.shape[0]).astype(jnp.float32)
+                   for y in _stacked(outlogits, parts))
+    return logits[0] if single else logits
 
 
 class Discriminator(nn.Module):
@@ -93,14 +139,13 @@ class Discriminator(nn.Module):
     return self.uncond(f, train=train), cond
 
   def discriminate(self, real, fake, sentence, wrong_sentence, train: bool = True):
-    """The discriminator's view, in the official call order (trunk on real, on
-    fake, then the conditional and unconditional heads): a dict of logits."""
-    real_f = self.trunk(real, train)
-    fake_f = self.trunk(fake, train)
-    return {
-        "cond_real": self.cond(real_f, sentence, train),
-        "cond_fake": self.cond(fake_f, sentence, train),
-        "cond_wrong": self.cond(real_f, wrong_sentence, train),
-        "real": self.uncond(real_f, train=train),
-        "fake": self.uncond(fake_f, train=train),
-    }
+    """The discriminator's view, with the official calls' results and running
+    statistics (trunk on real, on fake; conditional head on (real, sentence),
+    (fake, sentence), (real, wrong sentence); unconditional head on real,
+    fake), each layer run once on the stacked batches: a dict of logits."""
+    real_f, fake_f = self.trunk((real, fake), train)
+    cond_real, cond_fake, cond_wrong = self.cond(
+        (real_f, fake_f, real_f), (sentence, sentence, wrong_sentence), train)
+    real_logit, fake_logit = self.uncond((real_f, fake_f), train=train)
+    return {"cond_real": cond_real, "cond_fake": cond_fake, "cond_wrong": cond_wrong,
+            "real": real_logit, "fake": fake_logit}
