@@ -56,7 +56,7 @@ def _stacked(f, parts):
 def _conv_parts(layer: nn.Module, parts):
   """A conv on each batch of `parts`. Where its output is small (the layers
   whose kernels are large), on the batches stacked: one kernel gradient
-  instead of one per batch (birds, batch 2: XLA's temporaries 1,276 -> 1,070
+  instead of one per batch (birds, batch 2: XLA's temporaries 1,276 -> 1,056
   MiB, docs/benchmarks.md). On the large early maps the batches run apart,
   which measured faster than stacked (the copies of the stacked batch)."""
   h, w = parts[0].shape[1:3]
