@@ -66,7 +66,8 @@ def test_widths_scale_with_the_image_size():
 
 @pytest.mark.parametrize("size", [16, 64])
 def test_discriminate_stacks_the_official_calls_and_keeps_their_results(size):
-  """`discriminate` runs each layer once on the stacked batches; its logits,
+  """`discriminate` runs its small layers and heads once on the stacked batches
+  (both kinds of trunk layer at 64 px: the large maps apart); its logits,
   gradients and new running statistics are those of the official separate
   calls (trunk on real, on fake; the conditional head three times, the
   unconditional twice), made here one by one through the same modules. Fails

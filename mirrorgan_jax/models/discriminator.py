@@ -142,7 +142,8 @@ class Discriminator(nn.Module):
     """The discriminator's view, with the official calls' results and running
     statistics (trunk on real, on fake; conditional head on (real, sentence),
     (fake, sentence), (real, wrong sentence); unconditional head on real,
-    fake), each layer run once on the stacked batches: a dict of logits."""
+    fake), the small layers and heads run once on the stacked batches: a dict
+    of logits."""
     real_f, fake_f = self.trunk((real, fake), train)
     cond_real, cond_fake, cond_wrong = self.cond(
         (real_f, fake_f, real_f), (sentence, sentence, wrong_sentence), train)
