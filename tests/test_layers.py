@@ -136,6 +136,22 @@ def test_cpu_conv_forms_and_their_gradients_equal_xla(form, kernel, stride, padd
         jax.grad(lambda w: jnp.sum(xla(x, w)))(w), rtol=1e-5, atol=1e-5)
 
 
+def test_conv_weight_grad_runs_with_64_bit_types_enabled():
+  """Under `jax_enable_x64` the tap-wise kernel gradient (every conv's on CPU)
+  indexed with mixed int64 and int32 offsets and raised a TypeError; in
+  float64 it now equals XLA's own gradient to float64 rounding."""
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float64)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float64)
+    xla = _xla(2, 1)
+    g = jnp.asarray(rng.normal(size=xla(x, w).shape), jnp.float64)
+    got = conv_weight_grad(x, g, w.shape, 2, 1)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(got, jax.vjp(lambda w: xla(x, w), w)[1](g)[0], rtol=1e-12,
+                               atol=1e-12)
+
+
 @pytest.mark.parametrize("x_shape,kernel,stride,padding,form", [
     ((2, 8, 8, 3), 3, 1, 1, "matmul"),      # 64 output pixels
     ((2, 9, 8, 3), 3, 1, 1, "tapwise"),     # 72

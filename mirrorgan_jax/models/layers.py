@@ -63,11 +63,13 @@ def conv_weight_grad(x, g, kernel_shape, stride: int, padding: int):
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   g2 = g.reshape(-1, cout)
   window = (b, (ho - 1) * stride + 1, (wo - 1) * stride + 1, cin)
+  acc = jnp.promote_types(x.dtype, jnp.float32)  # bf16 sums in float32; float64 stays
 
   def tap(ij):
-    patch = lax.dynamic_slice(xp, (0, ij[0], ij[1], 0), window)[:, ::stride, ::stride]
+    zero = jnp.zeros((), ij.dtype)  # one index type, also with jax_enable_x64
+    patch = lax.dynamic_slice(xp, (zero, ij[0], ij[1], zero), window)[:, ::stride, ::stride]
     return lax.dot_general(patch.reshape(-1, cin), g2, (((0,), (0,)), ((), ())),
-                           preferred_element_type=jnp.float32)
+                           preferred_element_type=acc)
 
   offsets = jnp.array([(i, j) for i in range(kh) for j in range(kw)], jnp.int32)
   return lax.map(tap, offsets).reshape(kernel_shape)
