@@ -152,18 +152,31 @@ def test_conv_weight_grad_runs_with_64_bit_types_enabled():
                                atol=1e-12)
 
 
-@pytest.mark.parametrize("x_shape,kernel,stride,padding,form", [
-    ((2, 8, 8, 3), 3, 1, 1, "matmul"),      # 64 output pixels
-    ((2, 9, 8, 3), 3, 1, 1, "tapwise"),     # 72
-    ((2, 16, 16, 3), 4, 2, 1, "matmul"),    # 8x8
-    ((2, 32, 32, 3), 1, 1, 0, "matmul"),    # a 1x1 kernel at any size
-    ((2, 32, 32, 3), 3, 1, 1, "tapwise")])
-def test_conv2d_runs_small_outputs_and_1x1_kernels_as_matmuls_on_cpu(x_shape, kernel, stride,
-                                                                     padding, form):
-  w = jnp.zeros((kernel, kernel, 3, 5))
+@pytest.mark.parametrize("x_shape,kernel,stride,padding,cout,form", [
+    ((2, 8, 8, 3), 3, 1, 1, 5, "matmul"),      # 64 output pixels
+    ((2, 9, 8, 3), 3, 1, 1, 5, "tapwise"),     # 72
+    ((2, 16, 16, 3), 4, 2, 1, 5, "matmul"),    # 8x8
+    ((2, 32, 32, 3), 1, 1, 0, 5, "matmul"),    # a 1x1 kernel at any size
+    ((2, 32, 32, 3), 3, 1, 1, 5, "tapwise"),
+    ((2, 32, 32, 8), 4, 2, 1, 5, "matmul"),    # an image at a stride dividing the kernel
+    ((2, 32, 32, 9), 4, 2, 1, 5, "tapwise"),   # 9 channels: not an image
+    ((2, 32, 32, 3), 3, 2, 1, 5, "tapwise"),   # the stride does not divide the kernel
+    ((2, 32, 32, 3), 6, 3, 1, 5, "matmul"),
+    ((2, 32, 32, 16), 3, 1, 1, 4, "xla"),      # to an image's channels
+    ((2, 32, 32, 16), 3, 1, 1, 3, "xla")])
+def test_conv2d_picks_its_cpu_form_by_shape(x_shape, kernel, stride, padding, cout, form):
+  """Which form `conv2d` runs on CPU: the matmul over patches, XLA's conv with
+  the tap-wise kernel gradient (a custom VJP), or XLA's conv as is."""
+  w = jnp.zeros((kernel, kernel, x_shape[-1], cout))
   jaxpr = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, stride, padding))(jnp.zeros(x_shape), w))
-  assert ("conv_general_dilated" in jaxpr) == (form == "tapwise"), jaxpr
+  assert ("conv_general_dilated" in jaxpr) == (form != "matmul"), jaxpr
   assert ("dot_general" in jaxpr) == (form == "matmul"), jaxpr
+  assert ("custom_vjp" in jaxpr) == (form == "tapwise"), jaxpr
+  np.testing.assert_allclose(  # and the form's gradients are XLA's (to float rounding)
+      *[jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))(
+          jnp.linspace(-1, 1, np.prod(x_shape)).reshape(x_shape), w + 0.1)[1]
+        for f in (lambda x, w: conv2d(x, w, stride, padding), _xla(stride, padding))],
+      rtol=1e-4, atol=1e-3)  # sums of up to 2,048 terms of O(1), some cancelling to ~1e-4
 
 
 @pytest.mark.optimized  # what is checked is XLA's fusion

@@ -119,6 +119,16 @@ def upsample_conv3x3(x, w):
 # matmul over its patches: XLA:CPU's own conv is 2-5x slower there (measured on
 # the discriminators' 4x4 and 8x8 maps and ResNet's 7x7 stage, docs/benchmarks.md).
 MATMUL_CONV_MAX_PIXELS = 64
+# So does a conv of an image (at most this many input channels: RGB, plus the
+# small CNN's coordinates) whose stride divides its kernel (the discriminators'
+# first 4x4 stride-2 layer): its patches are a few block views, and XLA's conv
+# and the tap-wise gradient reduce over only 3-5 channels per dot (1.4-2x
+# slower at 32 to 256 px, forward with either gradient; docs/benchmarks.md).
+MATMUL_CONV_MAX_CIN = 8
+# A conv to at most this many channels (a stage's image) keeps XLA's own kernel
+# gradient: the tap-wise one is a dot with 3 output columns per tap there, 1.2-2.6x
+# slower at 16 to 256 px (docs/benchmarks.md).
+XLA_GRAD_MAX_COUT = 4
 
 
 def _block_patches(x, kh: int, kw: int, s: int, ho: int, wo: int):
@@ -163,19 +173,24 @@ def matmul_conv(x, w, stride: int = 1, padding: int = 0):
 
 
 def conv2d(x, w, stride: int = 1, padding: int = 0):
-  """NHWC x HWIO convolution. On CPU, 1x1 kernels and small outputs (at most
-  MATMUL_CONV_MAX_PIXELS per image) run as a matmul (`matmul_conv`); larger
-  convs keep XLA's forward and input gradient, and their kernel gradient is
-  computed tap by tap (`conv_weight_grad`): XLA:CPU's own weight-gradient
-  convolution runs 3-4x slower than the forward pass on the large images of
-  the later stages. Other backends use XLA's convolution as is."""
+  """NHWC x HWIO convolution. On CPU, 1x1 kernels, small outputs (at most
+  MATMUL_CONV_MAX_PIXELS per image) and images read at a stride that divides
+  the kernel run as a matmul (`matmul_conv`); convs to an image's few channels
+  are XLA's with its own gradients; the others keep XLA's forward and input
+  gradient, and their kernel gradient is computed tap by tap
+  (`conv_weight_grad`): XLA:CPU's own weight-gradient convolution runs 3-4x
+  slower than the forward pass on the large maps of the later stages. Other
+  backends use XLA's convolution as is."""
   if jax.default_backend() != "cpu":
     return _xla_conv(x, w, stride, padding)
-  kh, kw = w.shape[:2]
+  kh, kw, cin, cout = w.shape
   ho = (x.shape[1] + 2 * padding - kh) // stride + 1
   wo = (x.shape[2] + 2 * padding - kw) // stride + 1
-  if (kh, kw) == (1, 1) or ho * wo <= MATMUL_CONV_MAX_PIXELS:
+  image_blocks = cin <= MATMUL_CONV_MAX_CIN and stride > 1 and kh % stride == kw % stride == 0
+  if (kh, kw) == (1, 1) or ho * wo <= MATMUL_CONV_MAX_PIXELS or image_blocks:
     return matmul_conv(x, w, stride, padding)
+  if cout <= XLA_GRAD_MAX_COUT:
+    return _xla_conv(x, w, stride, padding)
   return _conv_tapwise_grad(x, w, stride, padding)
 
 
