@@ -150,12 +150,15 @@ def test_bf16_step_runs_every_conv_and_matmul_in_bf16_but_the_listed_sites(
     bf16_config, kind, backbones):
   config = bf16_config.copy_and_resolve_references()
   text = lowered(with_imagenet_backbones(config) if backbones == "imagenet" else config, kind)
-  convs = ops(text, "convolution")
-  assert convs, "no convolution found: the parser or the lowering changed"
+  convs, dots = ops(text, "convolution"), ops(text, "dot_general")
+  # STREAM's small CNN runs every conv as a matmul over patches on CPU
+  # (layers.conv2d), so that step may have dots only.
+  assert convs or (kind, backbones) == ("stream", "small"), (
+      "no convolution found: the parser or the lowering changed")
+  assert dots, "no dot_general found: the parser or the lowering changed"
   not_bf16 = [c for c in convs if c[:3] != ("bf16",) * 3]
   assert not not_bf16, f"{len(not_bf16)} of {len(convs)} convolutions not in bf16: {not_bf16[:5]}"
 
-  dots = ops(text, "dot_general")
   counts, unknown = float32_sites(dots)
   assert not unknown, (f"{len(unknown)} float32 dot_generals outside the allowed sites "
                        "(a layer without dtype=?):\n" + "\n".join(unknown))
