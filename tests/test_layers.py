@@ -172,11 +172,11 @@ def test_conv2d_picks_its_cpu_form_by_shape(x_shape, kernel, stride, padding, co
   assert ("conv_general_dilated" in jaxpr) == (form != "matmul"), jaxpr
   assert ("dot_general" in jaxpr) == (form == "matmul"), jaxpr
   assert ("custom_vjp" in jaxpr) == (form == "tapwise"), jaxpr
-  np.testing.assert_allclose(  # and the form's gradients are XLA's (to float rounding)
-      *[jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))(
-          jnp.linspace(-1, 1, np.prod(x_shape)).reshape(x_shape), w + 0.1)[1]
-        for f in (lambda x, w: conv2d(x, w, stride, padding), _xla(stride, padding))],
-      rtol=1e-4, atol=1e-3)  # sums of up to 2,048 terms of O(1), some cancelling to ~1e-4
+  x = jnp.linspace(-1, 1, np.prod(x_shape)).reshape(x_shape)
+  ours, xla = [jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))(x, w + 0.1)
+               for f in (lambda x, w: conv2d(x, w, stride, padding), _xla(stride, padding))]
+  for got, want in zip(ours, xla):  # input and kernel gradients are XLA's, to float rounding
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)  # sums of up to 2,048 O(1) terms
 
 
 @pytest.mark.optimized  # what is checked is XLA's fusion
