@@ -65,7 +65,7 @@ def get_config():
   config.optim.g_lr = 1.2e-3
   config.optim.d_lr = 1.2e-3
   # Deviation: 0.99 instead of 0.999; the official horizon of ~1000 G steps
-  # would leave a 4000-step run's EMA generator half at its initialisation.
+  # would leave a few-thousand-step run's EMA generator half at its initialisation.
   config.ema_decay = 0.99
   config.train.log_every = 50
   config.train.checkpoint_every = 500
