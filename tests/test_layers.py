@@ -154,7 +154,9 @@ def test_conv_weight_grad_runs_with_64_bit_types_enabled():
 
 @pytest.mark.parametrize("x_shape,kernel,stride,padding,cout,form", [
     ((2, 8, 8, 3), 3, 1, 1, 5, "matmul"),      # 64 output pixels
-    ((2, 9, 8, 3), 3, 1, 1, 5, "tapwise"),     # 72
+    ((2, 14, 14, 3), 3, 1, 1, 5, "matmul"),    # 196 (ResNet's layer3)
+    ((2, 28, 28, 3), 3, 2, 1, 5, "matmul"),    # 196 at stride 2
+    ((2, 15, 14, 3), 3, 1, 1, 5, "tapwise"),   # 210
     ((2, 16, 16, 3), 4, 2, 1, 5, "matmul"),    # 8x8
     ((2, 32, 32, 3), 1, 1, 0, 5, "matmul"),    # a 1x1 kernel at any size
     ((2, 32, 32, 3), 3, 1, 1, 5, "tapwise"),

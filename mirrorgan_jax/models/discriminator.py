@@ -22,8 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mirrorgan_jax.models.layers import (MATMUL_CONV_MAX_PIXELS, batch_norm, conv,
-                                         torch_bias_init)
+from mirrorgan_jax.models.layers import batch_norm, conv, torch_bias_init
 
 Dtype = Any
 
@@ -53,6 +52,10 @@ def _stacked(f, parts):
   return tuple(y[:, k] for k in range(len(parts)))
 
 
+# Outputs of at most this many pixels per image (8x8) run the batches stacked.
+STACK_MAX_PIXELS = 64
+
+
 def _conv_parts(layer: nn.Module, parts):
   """A conv on each batch of `parts`. Where its output is small (the layers
   whose kernels are large), on the batches stacked: one kernel gradient
@@ -60,7 +63,7 @@ def _conv_parts(layer: nn.Module, parts):
   MiB, docs/benchmarks.md). On the large early maps the batches run apart,
   which measured faster than stacked (the copies of the stacked batch)."""
   h, w = parts[0].shape[1:3]
-  if (h // layer.stride) * (w // layer.stride) <= MATMUL_CONV_MAX_PIXELS:
+  if (h // layer.stride) * (w // layer.stride) <= STACK_MAX_PIXELS:
     return _stacked(layer, parts)
   return tuple(layer(p) for p in parts)
 

@@ -116,9 +116,11 @@ def upsample_conv3x3(x, w):
 
 
 # On CPU a conv whose output has at most this many pixels per image runs as one
-# matmul over its patches: XLA:CPU's own conv is 2-5x slower there (measured on
-# the discriminators' 4x4 and 8x8 maps and ResNet's 7x7 stage, docs/benchmarks.md).
-MATMUL_CONV_MAX_PIXELS = 64
+# matmul over its patches: XLA:CPU's own conv is 2-5x slower on the
+# discriminators' 4x4 and 8x8 maps and ResNet's 7x7 stage, and on ResNet's 14x14
+# layer3 its input gradient is 1.2-1.35x slower, forward 1.0-1.2x (14x14 = 196;
+# docs/benchmarks.md). No generator or discriminator map lies in 65..196.
+MATMUL_CONV_MAX_PIXELS = 196
 # So does a conv of an image (at most this many input channels: RGB, plus the
 # small CNN's coordinates) whose stride divides its kernel (the discriminators'
 # first 4x4 stride-2 layer): its patches are a few block views, and XLA's conv
