@@ -3,9 +3,10 @@
 Prints, after warm-up, the median/min/max time of one full iteration (text
 encoding, G forward, every D update, G loss through the updated Ds and the
 frozen STREAM, G update, EMA; with the trainer's non-finite guard, as training
-runs it), images per second, the compile time, XLA's
-memory plan for the step, the device's peak memory where the backend reports
-it, and the process's peak resident memory.
+runs it), images per second, the system CPU time and page faults per timed
+step (on CPU mostly the kernel zeroing fresh pages for XLA's temporaries), the
+compile time, XLA's memory plan for the step, the device's peak memory where
+the backend reports it, and the process's peak resident memory.
 
   python -m benchmarks.step_time                          # (a) birds, (b) one 64 px stage
   python -m benchmarks.step_time --presets=stage64 --dtype=bfloat16
@@ -20,6 +21,7 @@ STREAM); `stage64` = the same networks with one 64 px stage and batch 8; `tiny`
 measures the step alone.
 """
 
+import os
 import resource
 import statistics
 import time
@@ -89,6 +91,11 @@ def setup(name: str):
   return config, mesh, state, batch, key, compiled, compile_s
 
 
+def kernel_work() -> tuple[float, int]:
+  """(system CPU seconds, minor page faults) of this process so far."""
+  return os.times().system, resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed_steps(compiled, state, batch, key, warmup: int, steps: int):
   """(state, metrics, milliseconds of each timed step)."""
   for _ in range(warmup):
@@ -105,7 +112,11 @@ def timed_steps(compiled, state, batch, key, warmup: int, steps: int):
 
 def time_preset(name: str) -> None:
   config, mesh, state, batch, key, compiled, compile_s = setup(name)
-  state, metrics, times = timed_steps(compiled, state, batch, key, FLAGS.warmup, FLAGS.steps)
+  if FLAGS.warmup:
+    state, _, _ = timed_steps(compiled, state, batch, key, FLAGS.warmup, 0)
+  before = kernel_work()
+  state, metrics, times = timed_steps(compiled, state, batch, key, 0, FLAGS.steps)
+  system_s, faults = (b - a for a, b in zip(before, kernel_work()))
 
   med = statistics.median(times)
   sizes = "/".join(str(s) for s in stage_sizes(config))
@@ -115,6 +126,10 @@ def time_preset(name: str) -> None:
   print(f"  step time   median {med:,.1f} ms   min {min(times):,.1f} ms   "
         f"max {max(times):,.1f} ms   ({FLAGS.steps} steps after {FLAGS.warmup} warm-up)")
   print(f"  throughput  {1000 * config.batch_size / med:,.2f} images/s")
+  # The kernel's share: mostly zeroing the fresh pages XLA:CPU maps for its
+  # temporaries at every execution (docs/benchmarks.md, "Eleventh sitting").
+  print(f"  kernel      {system_s / FLAGS.steps:,.2f} s system CPU and "
+        f"{faults / FLAGS.steps:,.0f} page faults per timed step")
   print(f"  compile     {compile_s:,.1f} s")
   mem = compiled.memory_analysis()
   if mem is not None:

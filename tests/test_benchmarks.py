@@ -171,6 +171,23 @@ assert (state, metrics, calls, len(times)) == (2, {"loss": 1}, [0, 1], 2), (stat
   assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_kernel_work_counts_the_faults_of_fresh_memory():
+  """step_time's `kernel` line: writing 64 MiB of freshly mapped memory shows
+  as at least one page fault per 2 MiB (huge pages) and no less system CPU."""
+  code = """
+import numpy as np
+from benchmarks import step_time
+system0, faults0 = step_time.kernel_work()
+buf = np.empty(64 << 20, np.uint8)
+buf[::4096] = 1  # one write per 4 KiB page
+system1, faults1 = step_time.kernel_work()
+assert faults1 - faults0 >= 32 and system1 >= system0, (faults0, faults1, system0, system1)
+"""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_train_loop_splits_the_log_windows_at_checkpoints_and_samples():
   from benchmarks import train_loop  # pylint: disable=import-outside-toplevel
   logs = [{"step": s, "time": t} for s, t in
