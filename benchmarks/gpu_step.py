@@ -12,7 +12,8 @@ device's dense peak, the FLOP per iteration (our figure for birds, 169.5 GFLOP
 per image = 2.03 TFLOP at batch 12, next to XLA's own count from
 `cost_analysis`), XLA's memory plan and the device's peak memory.
 
-The step is the training iteration of `gan_step.make_train_step`, built and
+The step is the training iteration as `train.py` runs it
+(`guarded_step.gan_train_step`: the GAN step and its non-finite guard), built and
 compiled as `benchmarks/step_time.py` does it (state replicated and donated,
 batch sharded over a data mesh): random weights, random images and captions of
 the preset's shapes already on the device, so no dataset is read.
@@ -217,7 +218,7 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
   must stop at. `init_cache` carries the initial state from one dtype to the next."""
   import jax
   import numpy as np
-  from mirrorgan_jax import factory, gan_state, gan_step, parallel
+  from mirrorgan_jax import factory, gan_state, guarded_step, parallel
   from mirrorgan_jax.batch import random_batch
   from mirrorgan_jax.config_check import stage_sizes
 
@@ -247,7 +248,7 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
     init_reused = False
   batch = parallel.global_batch(mesh, random_batch(config))
   key = jax.random.key(1)
-  step = parallel.jit_train_step(gan_step.make_train_step(models, config), mesh)
+  step = parallel.jit_train_step(guarded_step.gan_train_step(models, config), mesh)
   jax.block_until_ready((state, batch))
 
   t0 = time.perf_counter()

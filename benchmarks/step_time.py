@@ -33,7 +33,7 @@ import benchmarks
 from ml_collections import config_flags
 
 from configs import birds, tiny
-from mirrorgan_jax import factory, gan_state, host_memory, parallel, trainer
+from mirrorgan_jax import factory, gan_state, guarded_step, host_memory, parallel
 from mirrorgan_jax.batch import random_batch
 from mirrorgan_jax.config_check import stage_sizes
 
@@ -80,7 +80,7 @@ def setup(name: str):
                             mesh)(jax.random.key(config.seed))
   batch = parallel.global_batch(mesh, random_batch(config))
   key = jax.random.key(1)
-  step = parallel.jit_train_step(trainer.gan_train_step(models, config), mesh)
+  step = parallel.jit_train_step(guarded_step.gan_train_step(models, config), mesh)
   # The init runs asynchronously: timed without this, the compile shared the
   # cores with it (birds: 14 s of random draws for 388M parameters).
   jax.block_until_ready((state, batch))

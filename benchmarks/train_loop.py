@@ -31,7 +31,7 @@ import jax
 from ml_collections import config_flags
 
 import benchmarks
-from mirrorgan_jax import factory, gan_state, host_memory, parallel, trainer
+from mirrorgan_jax import factory, gan_state, guarded_step, host_memory, parallel, trainer
 from mirrorgan_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -63,7 +63,7 @@ def time_step(config) -> dict:
   mesh = parallel.make_mesh()
   state = parallel.jit_init(lambda k: gan_state.init_gan_state(models, pc, k),
                             mesh)(jax.random.key(0))
-  step = parallel.jit_train_step(trainer.gan_train_step(models, pc), mesh)
+  step = parallel.jit_train_step(guarded_step.gan_train_step(models, pc), mesh)
   _, ds = pipeline.from_config(pc)
   data = pipeline.iterator(ds, config.data.workers, config.data.prefetch)
   batches = [pipeline.device_batch(mesh, next(data)) for _ in range(8)]

@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax import factory, gan_state, gan_step, host_memory, param_groups, parallel
+from mirrorgan_jax import factory, gan_state, host_memory, param_groups, parallel
 from mirrorgan_jax import pretrain_steps, summaries, trained
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, check_writable
 from mirrorgan_jax.config_check import ConfigError
+from mirrorgan_jax.guarded_step import gan_train_step, guard_nonfinite
 from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
 from mirrorgan_jax.sampling import batched, example_keys, local_replica, make_sampler
@@ -80,35 +81,6 @@ def phase_config(config, phase: str):
 def num_steps(config, phase: str) -> int:
   return {"damsm": config.damsm.num_steps, "stream": config.stream.num_steps,
           "gan": config.gan.num_steps}[phase]
-
-
-def guard_nonfinite(step_fn: Callable, step_keeps_state: bool = False) -> Callable:
-  """The step, keeping the previous state when any metric is not finite or
-  the step dropped its update, with 'finite' added to the metrics: no run
-  ever continues from a NaN update.
-
-  `step_keeps_state`: the step itself keeps its state whenever a metric is not
-  finite (the GAN step, gan_step.py point 6), so the guard only reports: a
-  second select over the whole state would hold a copy of it through the step.
-  """
-
-  def guarded(state, batch, key):
-    new, metrics = step_fn(state, batch, key)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
-    # The step itself drops an update that is not finite under finite losses
-    # (gan_step.py, point 6): counted and handled like a non-finite loss.
-    finite = finite & (metrics.get("update_skipped", 0.0) == 0)
-    if not step_keeps_state:
-      new = gan_state.where_tree(finite, new, state)
-    return new, {**metrics, "finite": finite}
-
-  return guarded
-
-
-def gan_train_step(models, config) -> Callable:
-  """The GAN step as training runs it (to jit with `parallel.jit_train_step`):
-  guarded, the step keeping its own state on a non-finite metric."""
-  return guard_nonfinite(gan_step.make_train_step(models, config), step_keeps_state=True)
 
 
 @dataclasses.dataclass

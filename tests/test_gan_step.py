@@ -350,7 +350,7 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   included) then needed 2.0x the trained state in temporaries at this size;
   one verdict for the whole iteration (the Ds' new parameters and gradients
   held through G's pass, every old moment copied) 1.24x; 1.10x now."""
-  from mirrorgan_jax import trainer
+  from mirrorgan_jax import guarded_step
   c = _one_stage(ndf=128)  # the Ds' parameters outweigh the activations
   models = factory.create_models(c)
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -360,7 +360,7 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
        [(d.params, d.opt_state) for d in shapes.d])))
   state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(
       s.shape, s.dtype, sharding=parallel.replicated(mesh)), shapes)
-  step = parallel.jit_train_step(trainer.gan_train_step(models, c), mesh)
+  step = parallel.jit_train_step(guarded_step.gan_train_step(models, c), mesh)
   plan = step.lower(state, parallel.global_batch(mesh, random_batch(c)), KEY).compile()
   temp = plan.memory_analysis().temp_size_in_bytes
   assert temp < 1.2 * trained_bytes, (temp, trained_bytes)
