@@ -1,4 +1,4 @@
-"""Milliseconds per OFFICIAL MirrorGAN training iteration (PyTorch, CPU).
+"""Milliseconds per OFFICIAL MirrorGAN training iteration (PyTorch, CPU or CUDA).
 
 The counterpart of `benchmarks/step_time.py` (our JAX step): builds the official
 PyTorch modules of qiaott/MirrorGAN (deb220f; imported at run time from the
@@ -45,10 +45,11 @@ Each preset runs in its own subprocess, so the peak resident memory
 Patched at run time (nothing is written to the checkout):
   * cfg: train_bird.yml is merged with a Python 3 copy of the official
     `_merge_a_into_b` (the official one uses dict.iteritems); cfg.CUDA = False
-    (CPU; CA_NET draws its noise with torch.FloatTensor(...).normal_()).
+    on the CPU (CA_NET draws its noise with torch.FloatTensor(...).normal_()),
+    True with --device cuda (torch.cuda.FloatTensor; see "On a GPU" below).
   * generator_loss (miscc/losses.py): its source is recompiled with
     `.data[0]` -> `.item()` (0-dim tensors can no longer be indexed; same value
-    as PyTorch 0.3's data[0]) and its two `.cuda()` calls removed (no GPU). The
+    as PyTorch 0.3's data[0]) and, on the CPU, its two `.cuda()` calls removed. The
     loop body's own `errD.data[0]` / `kl_loss.data[0]` are `.item()` here, and
     `data_iter.next()` is gone (no data loader).
   * downloads: CAPTION_CNN's `models.resnet152(pretrained=True)` builds
@@ -73,6 +74,19 @@ per-parameter (non-foreach) loop; bilinear `nn.Upsample` defaults to
 align_corners=False; `mask = (captions == 0)` is a bool tensor. Each timed
 iteration also records phase times with time.perf_counter (no effect on the
 computation; CPU ops are synchronous).
+
+On a GPU (--device cuda) the official CUDA path is taken: cfg.CUDA = True,
+`cudnn.benchmark = True` (Trainer.__init__), every module, label and noise
+tensor moved with `.cuda()` as build_models / prepare_labels / train do, the
+images and captions on the GPU as prepare_data puts them. One deviation, forced
+by current PyTorch: the caption lengths stay on the CPU (prepare_data moves them
+to the GPU, but `pack_padded_sequence`, which CAPTION_RNN calls with them, has
+required CPU lengths since PyTorch 1.7; the text encoder reads them with
+`.tolist()` either way). The phase clocks call `torch.cuda.synchronize()`
+before each reading (the loop already waits on the GPU at every `.item()`),
+and the memory reported is `torch.cuda.max_memory_allocated` (and _reserved)
+next to the host's ru_maxrss. float32 at PyTorch's defaults (cuDNN
+convolutions may use TF32, matmuls do not).
 
 Environment: the separate PyTorch venv (see tools/README.md):
   torchenv/bin/python tools/time_torch_step.py --official /tmp/mg
@@ -182,9 +196,9 @@ def merge_yaml(cfg, yml: Path):
   merge(yaml.safe_load(yml.read_text()), cfg)
 
 
-def patched_generator_loss(losses):
+def patched_generator_loss(losses, keep_cuda=False):
   """miscc/losses.generator_loss recompiled with `.data[0]` -> `.item()` and
-  `.cuda()` removed, in (a copy of) the module's globals."""
+  (unless keep_cuda) `.cuda()` removed, in (a copy of) the module's globals."""
   path = Path(losses.__file__)
   src = path.read_text()
   fn = next(n for n in ast.parse(src).body
@@ -192,7 +206,9 @@ def patched_generator_loss(losses):
   seg = ast.get_source_segment(src, fn)
   counts = (seg.count(".data[0]"), seg.count(".cuda()"))
   assert counts == (1, 2), f"generator_loss changed: {counts} .data[0] / .cuda()"
-  seg = seg.replace(".data[0]", ".item()").replace(".cuda()", "")
+  seg = seg.replace(".data[0]", ".item()")
+  if not keep_cuda:
+    seg = seg.replace(".cuda()", "")
   tree = ast.parse(seg)
   ast.increment_lineno(tree, fn.lineno - 1)
   env = dict(vars(losses))
@@ -253,13 +269,19 @@ def run_preset(args, name):
   cfg, M, losses, utils = import_official(official)
   preset = PRESETS[name]
   merge_yaml(cfg, official / "cfg" / "train_bird.yml")
-  cfg.CUDA = False
+  cuda = args.device == "cuda"
+  if cuda and not torch.cuda.is_available():
+    raise SystemExit("time_torch_step: --device cuda, but torch sees no GPU")
+  cfg.CUDA = cuda
+  if cuda:
+    torch.cuda.manual_seed_all(args.seed)  # as main.py
+    torch.backends.cudnn.benchmark = True  # as Trainer.__init__
   cfg.TREE.BRANCH_NUM = preset["branch_num"]
   cfg.TRAIN.BATCH_SIZE = preset["batch"]
   for k, v in preset["cfg"].items():
     set_cfg(cfg, k, v)
   n_words = preset["vocab"]
-  generator_loss = patched_generator_loss(losses)
+  generator_loss = patched_generator_loss(losses, keep_cuda=cuda)
   discriminator_loss, KL_loss = losses.discriminator_loss, losses.KL_loss
   weights_init, copy_G_params = utils.weights_init, utils.copy_G_params
 
@@ -318,6 +340,14 @@ def run_preset(args, name):
   netG.apply(weights_init)
   for i in range(len(netsD)):
     netsD[i].apply(weights_init)
+  if cfg.CUDA:  # build_models
+    text_encoder = text_encoder.cuda()
+    image_encoder = image_encoder.cuda()
+    caption_cnn = caption_cnn.cuda()
+    caption_rnn = caption_rnn.cuda()
+    netG.cuda()
+    for i in range(len(netsD)):
+      netsD[i].cuda()
 
   # ---- Trainer.train: before the loop
   avg_param_G = copy_G_params(netG)
@@ -330,20 +360,34 @@ def run_preset(args, name):
   real_labels = torch.FloatTensor(batch_size).fill_(1)
   fake_labels = torch.FloatTensor(batch_size).fill_(0)
   match_labels = torch.LongTensor(range(batch_size))
+  if cfg.CUDA:
+    real_labels = real_labels.cuda()
+    fake_labels = fake_labels.cuda()
+    match_labels = match_labels.cuda()
   nz = cfg.GAN.Z_DIM
   noise = torch.FloatTensor(batch_size, nz)
   fixed_noise = torch.FloatTensor(batch_size, nz).normal_(0, 1)  # noqa: F841 (image saving)
+  if cfg.CUDA:
+    noise, fixed_noise = noise.cuda(), fixed_noise.cuda()
   gen_iterations = 0
   build_s = time.perf_counter() - t_build
   rss_built = rss_gib()
 
   imgs, captions, cap_lens, class_ids, keys = synthetic_batch(cfg, n_words)
+  if cfg.CUDA:  # prepare_data; cap_lens stays on the CPU (see the docstring)
+    imgs = [im.cuda() for im in imgs]
+    captions = captions.cuda()
+  sync = torch.cuda.synchronize if cfg.CUDA else (lambda: None)
+
+  def clock():
+    sync()
+    return time.perf_counter()
 
   def iteration():
     """The body of trainer.py's `while step < self.num_batches:` loop (data
     loading, image saving and checkpoints excluded); returns the phase times."""
     nonlocal gen_iterations
-    t = [time.perf_counter()]
+    t = [clock()]
     # (1) Compute text embeddings
     hidden = text_encoder.init_hidden(batch_size)
     words_embs, sent_emb = text_encoder(captions, cap_lens, hidden)
@@ -352,11 +396,11 @@ def run_preset(args, name):
     num_words = words_embs.size(2)
     if mask.size(1) > num_words:
       mask = mask[:, :num_words]
-    t.append(time.perf_counter())
+    t.append(clock())
     # (2) Generate fake images
     noise.data.normal_(0, 1)
     fake_imgs, _, mu, logvar = netG(noise, sent_emb, words_embs, mask)
-    t.append(time.perf_counter())
+    t.append(clock())
     # (3) Update D network
     errD_total = 0
     D_logs = ''
@@ -368,7 +412,7 @@ def run_preset(args, name):
       optimizersD[i].step()
       errD_total += errD
       D_logs += 'errD%d: %.2f ' % (i, errD.item())
-    t.append(time.perf_counter())
+    t.append(clock())
     # (4) Update G network
     gen_iterations += 1
     netG.zero_grad()
@@ -378,16 +422,16 @@ def run_preset(args, name):
     kl_loss = KL_loss(mu, logvar)
     errG_total += kl_loss
     G_logs += 'kl_loss: %.2f ' % kl_loss.item()
-    t.append(time.perf_counter())
+    t.append(clock())
     errG_total.backward()
-    t.append(time.perf_counter())
+    t.append(clock())
     optimizerG.step()
-    t.append(time.perf_counter())
+    t.append(clock())
     for p, avg_p in zip(netG.parameters(), avg_param_G):
       avg_p.mul_(0.999).add_(0.001, p.data)
     if gen_iterations % 100 == 0:
       print(D_logs + '\n' + G_logs)
-    t.append(time.perf_counter())
+    t.append(clock())
     iteration.losses = (float(errD_total), float(errG_total))
     return [1000 * (b - a) for a, b in zip(t, t[1:])]
 
@@ -395,9 +439,9 @@ def run_preset(args, name):
     iteration()
   times, phases = [], []
   for _ in range(args.steps):
-    t0 = time.perf_counter()
+    t0 = clock()
     ph = iteration()
-    times.append(1000 * (time.perf_counter() - t0))
+    times.append(1000 * (clock() - t0))
     phases.append(ph)
   # The official side effects, checked (untimed): the G loss's backward left
   # gradients in every D; the frozen modules got none; G's EMA moved.
@@ -421,11 +465,17 @@ def run_preset(args, name):
                            for j, k in enumerate(PHASES)},
       "peak_rss_gib_after_build": rss_built, "peak_rss_gib": rss_gib(),
       "losses": {"d": iteration.losses[0], "g": iteration.losses[1]},
+      "device": args.device,
+      "gpu": torch.cuda.get_device_name() if cuda else None,
+      "gpu_peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+      "gpu_peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
   }
   print(f"\n== {name} (official PyTorch, {OFFICIAL_ID}): stages "
         f"{'/'.join(map(str, sizes))} px, batch {batch_size}, ngf {cfg.GAN.GF_DIM}, "
         f"ndf {cfg.GAN.DF_DIM}, vocab {n_words}, STREAM resnet152, float32, "
-        f"torch {torch.__version__}, cpu, {torch.get_num_threads()} threads")
+        f"torch {torch.__version__}, "
+        + (f"cuda ({result['gpu']}, cudnn.benchmark)" if cuda
+           else f"cpu, {torch.get_num_threads()} threads"))
   print(f"  iteration   median {med:,.1f} ms   min {min(times):,.1f} ms   "
         f"max {max(times):,.1f} ms   ({args.steps} steps after {args.warmup} warm-up)")
   print(f"  throughput  {result['images_per_s']:,.2f} images/s")
@@ -434,6 +484,9 @@ def run_preset(args, name):
   print(f"  build       {build_s:,.1f} s (module construction, not timed)")
   print(f"  host peak   {result['peak_rss_gib']:.2f} GiB resident (ru_maxrss of this preset's "
         f"process; {rss_built:.2f} GiB after building the modules)")
+  if cuda:
+    print(f"  GPU peak    {result['gpu_peak_allocated_gib']:.2f} GiB allocated, "
+          f"{result['gpu_peak_reserved_gib']:.2f} GiB reserved (torch.cuda.max_memory_*)")
   print(f"  losses      d {result['losses']['d']:.4f}   g {result['losses']['g']:.4f}",
         flush=True)
   return result
@@ -449,7 +502,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed iterations")
   parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-  parser.add_argument("--device", choices=("cpu",), default="cpu")
+  parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
   parser.add_argument("--seed", type=int, default=0, help="torch/numpy/random seed")
   parser.add_argument("--result-file", default=None, help=argparse.SUPPRESS)  # child mode
   args = parser.parse_args()
@@ -489,8 +542,10 @@ def main():
       print(f"| {r['preset']} | {'/'.join(map(str, r['sizes']))} | {r['batch']} | "
             f"{r['median_ms']:,.0f} ({r['min_ms']:,.0f}-{r['max_ms']:,.0f}) | "
             f"{r['images_per_s']:.2f} | {r['peak_rss_gib']:.2f} |")
-    print(f"(official PyTorch {OFFICIAL_ID}, torch {results[0]['torch']}, cpu, "
-          f"{results[0]['threads']} threads, {args.steps} steps after {args.warmup} warm-up)")
+    where = (f"cuda, {results[0]['gpu']}" if args.device == "cuda"
+             else f"cpu, {results[0]['threads']} threads")
+    print(f"(official PyTorch {OFFICIAL_ID}, torch {results[0]['torch']}, {where}, "
+          f"{args.steps} steps after {args.warmup} warm-up)")
   if failed:
     sys.exit(1)
 
