@@ -99,11 +99,15 @@ def part_of(op_name: str) -> str:
 
 def _events(profile: ProfileData):
   """(op name, module, nanoseconds) of every op executed: on the device planes
-  where there are some (GPU, TPU), else on the host's (CPU)."""
+  where there are some (GPU, TPU), else on the host's (CPU). A device plane can
+  hold the same work twice, as kernels on its stream lines and as HLO ops on a
+  derived "XLA Ops" line: where that line exists it alone is read."""
   planes = [p for p in profile.planes if p.name.startswith("/device:")]
   planes = planes or [p for p in profile.planes if p.name == "/host:CPU"]
   for plane in planes:
-    for line in plane.lines:
+    lines = list(plane.lines)
+    lines = [ln for ln in lines if ln.name == "XLA Ops"] or lines
+    for line in lines:
       for e in line.events:
         stats = dict(e.stats)
         name = stats.get("hlo_op", e.name)

@@ -229,6 +229,31 @@ def test_evaluate_rate_times_sampling_and_the_measuring_job_at_tiny():
     assert math.isclose(r[f"{job}_protocol_minutes"], 30_000 / rate / 60)
 
 
+def test_step_parts_reads_one_timeline_of_a_device_plane():
+  """On a GPU the same op can appear as a kernel on a stream line and again on
+  the derived "XLA Ops" line: only the latter is counted; a plane without it is
+  read whole; device planes win over the host's."""
+  from types import SimpleNamespace as NS  # pylint: disable=import-outside-toplevel
+  from benchmarks import step_parts  # pylint: disable=import-outside-toplevel
+
+  def event(name, ns, **stats):
+    return NS(name=name, duration_ns=ns, stats=list(stats.items()))
+
+  gpu = NS(name="/device:GPU:0", lines=[
+      NS(name="Stream #13(compute)", events=[event("cutlass_kernel_1", 7, hlo_op="fusion.1",
+                                                   hlo_module="m")]),
+      NS(name="XLA Modules", events=[event("m(1)", 9)]),
+      NS(name="XLA Ops", events=[event("fusion.1", 7, hlo_module="m"),
+                                 event("convolution.2", 5, hlo_module="m")])])
+  tpu = NS(name="/device:TPU:0", lines=[
+      NS(name="Stream", events=[event("k", 3, hlo_op="dot.3", hlo_module="m"),
+                                event("end:k", 1)])])
+  host = NS(name="/host:CPU", lines=[NS(name="t", events=[event("fusion.1", 100)])])
+  events = list(step_parts._events(NS(planes=[host, gpu, tpu])))
+  assert events == [("fusion.1", "m", 7), ("convolution.2", "m", 5), ("dot.3", "m", 3)]
+  assert list(step_parts._events(NS(planes=[host]))) == [("fusion.1", None, 100)]
+
+
 def test_step_parts_attributes_profiled_ops_by_their_scopes(tmp_path):
   """benchmarks/step_parts.py on a small program with the step's scopes (a
   forward kept by vjp, a D update, a loss whose gradient is pulled back
