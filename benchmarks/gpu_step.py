@@ -218,6 +218,7 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
   must stop at. `init_cache` carries the initial state from one dtype to the next."""
   import jax
   import numpy as np
+  import benchmarks
   from mirrorgan_jax import factory, gan_state, guarded_step, parallel
   from mirrorgan_jax.batch import random_batch
   from mirrorgan_jax.config_check import stage_sizes
@@ -233,15 +234,17 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
   # same as the previous dtype's, its state is put back from the host instead
   # of compiling the init again (slow to compile: seconds on a GPU, about half
   # a minute for `tiny` on a CPU).
-  init = parallel.jit_init(lambda k: gan_state.init_gan_state(models, config, k),
-                           mesh).lower(jax.random.key(config.seed))
+  # On a GPU the init is compiled and run on the host's CPU, then replicated
+  # (benchmarks.lower_init says why).
+  init, init_key, on_host = benchmarks.lower_init(
+      lambda k: gan_state.init_gan_state(models, config, k), mesh, jax.random.key(config.seed))
   init_text = init.as_text()
   if init_cache.get("text") == init_text:
     state = jax.device_put(init_cache["state"], parallel.replicated(mesh))
     init_reused = True
   else:
     init_cache.clear()
-    state = init.compile()(jax.random.key(config.seed))
+    state = benchmarks.place_state(init.compile()(init_key), mesh, on_host)
     # A host copy (np.array copies: the device buffers are donated to the step).
     init_cache.update(text=init_text,
                       state=jax.tree.map(lambda x: np.array(jax.device_get(x)), state))
@@ -290,6 +293,7 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
       "platform": device.platform,
       "init_s": t0 - t_init,  # models, compiled init, random batch on the device
       "init_reused": init_reused,
+      "init_on_host": on_host,
       "lower_s": t1 - t0,
       "compile_s": t2 - t0,  # trace + lower + XLA compile
       "warmup_done": warmup_done,
@@ -328,6 +332,7 @@ def print_result(r: dict) -> None:
         f"STREAM {r['stream_backbone']}, {r['devices']} x {r['device_kind']}")
   print(f"  compile     {r['compile_s']:,.1f} s (of which trace + lower {r['lower_s']:,.1f} s;"
         f" state init before it {r['init_s']:,.1f} s"
+        f"{' on the host CPU' if r['init_on_host'] else ''}"
         f"{', same as the previous dtype' if r['init_reused'] else ''})")
   early = "  STOPPED EARLY by --max-seconds" if r["stopped_early"] else ""
   print(f"  iteration   median {r['ms_median']:,.2f} ms   min {r['ms_min']:,.2f} ms   "

@@ -76,8 +76,8 @@ def setup(name: str):
   models = factory.create_models(config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  state = parallel.jit_init(lambda k: gan_state.init_gan_state(models, config, k),
-                            mesh)(jax.random.key(config.seed))
+  state = benchmarks.init_state(lambda k: gan_state.init_gan_state(models, config, k),
+                                 mesh, jax.random.key(config.seed))
   batch = parallel.global_batch(mesh, random_batch(config))
   key = jax.random.key(1)
   step = parallel.jit_train_step(guarded_step.gan_train_step(models, config), mesh)

@@ -79,12 +79,37 @@ def test_tiny_run_reports_every_field(tiny_run):
     assert plan is None or plan["total_bytes"] > 0
     assert r["losses_finite"]
   assert [r["init_reused"] for r in results] == [False]
+  assert [r["init_on_host"] for r in results] == [False]  # a CPU mesh inits in place
   assert "== tiny float32: stages 16/32 px, batch 8" in stdout
   for field in ("compile ", "iteration   median", "images/s", "FLOP/iter", "XLA plan",
                 "device peak", "losses"):
     assert stdout.count(field) == 1, field
   assert stdout.count("MFU n/a") == 1
   print(f"gpu_step tiny, float32: {wall:.1f} s in the subprocess")
+
+
+def test_benchmark_state_made_on_the_host_equals_the_mesh_init():
+  """benchmarks.init_state: the init run on the host CPU (as on a GPU) and put
+  on the mesh gives the same arrays, replicated over the mesh, as the init
+  compiled for the mesh."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import benchmarks  # pylint: disable=import-outside-toplevel
+  from mirrorgan_jax import parallel  # pylint: disable=import-outside-toplevel
+
+  def init_fn(key):
+    k1, k2 = jax.random.split(key)
+    return {"w": jax.nn.initializers.orthogonal()(k1, (48, 32)),
+            "b": jax.random.normal(k2, (7,)), "step": jax.numpy.zeros((), "int32")}
+
+  mesh = parallel.make_mesh()
+  key = jax.random.key(3)
+  direct = parallel.jit_init(init_fn, mesh)(key)
+  host = benchmarks.init_state(init_fn, mesh, key, on_host=True)
+  assert benchmarks.lower_init(init_fn, mesh, key)[2] is False  # CPU mesh: in place
+  for name in direct:
+    np.testing.assert_array_equal(np.asarray(host[name]), np.asarray(direct[name]))
+    assert host[name].sharding.is_equivalent_to(parallel.replicated(mesh), host[name].ndim)
 
 
 def test_time_budget_stops_the_loops_early():
