@@ -61,8 +61,8 @@ def time_step(config) -> dict:
   pc = trainer.phase_config(config, "gan")
   models = factory.create_models(pc)
   mesh = parallel.make_mesh()
-  state = parallel.jit_init(lambda k: gan_state.init_gan_state(models, pc, k),
-                            mesh)(jax.random.key(0))
+  state = benchmarks.init_state(lambda k: gan_state.init_gan_state(models, pc, k),
+                                 mesh, jax.random.key(0))
   step = parallel.jit_train_step(guarded_step.gan_train_step(models, pc), mesh)
   _, ds = pipeline.from_config(pc)
   data = pipeline.iterator(ds, config.data.workers, config.data.prefetch)
