@@ -208,6 +208,42 @@ def test_resnet_blocks_are_not_recomputed_inside_later_fusions():
   assert max(len(set(re.findall(r"(layer\d_\d+)/bn3/", c))) for c in fused) == 1
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_relu_keeping_mask_has_relus_values_and_derivatives(dtype):
+  x = jnp.asarray([-2.0, -0.0, 0.0, 1e-3, 3.0], dtype)
+  t = jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0], dtype)
+  assert jnp.array_equal(layers.relu_keeping_mask(x), jax.nn.relu(x))
+  got, want = (jax.jvp(f, (x,), (t,)) for f in (layers.relu_keeping_mask, jax.nn.relu))
+  assert jnp.array_equal(got[1], want[1]) and jnp.array_equal(got[1], t * (x > 0))
+  f = lambda r: lambda x: jnp.sum(r(x) * t)  # noqa: E731
+  assert jnp.array_equal(jax.grad(f(layers.relu_keeping_mask))(x), jax.grad(f(jax.nn.relu))(x))
+  assert jnp.array_equal(jax.grad(f(layers.relu_keeping_mask))(x), t * (x > 0))
+
+
+def _resnet_input_gradient(relu, monkeypatch):
+  """A 7-block ResNet's forward and backward to its input, compiled (its
+  temporaries in bytes) and run, with `relu` as its ReLU."""
+  monkeypatch.setitem(resnet.DEPTHS, 11, (2, 2, 2, 1))
+  monkeypatch.setattr(resnet, "relu", relu)
+  model = resnet.ResNet(depth=11)
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  variables = model.init(jax.random.key(1), x)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(model.apply(variables, x) ** 2)))
+  compiled = grad.lower(x).compile()
+  return compiled.memory_analysis().temp_size_in_bytes, compiled(x)
+
+
+def test_resnet_keeps_relu_masks_not_inputs_for_its_input_gradient(monkeypatch):
+  """With jax.nn.relu, XLA keeps each ReLU's float input for the backward
+  pass; with relu_keeping_mask a 1-byte mask: the same input gradient from
+  fewer temporaries (here 6.9 -> 4.9 MB; ResNet-152, batch 8 at 224 px: 1,106
+  -> 243 MiB)."""
+  lean, got = _resnet_input_gradient(layers.relu_keeping_mask, monkeypatch)
+  full, want = _resnet_input_gradient(jax.nn.relu, monkeypatch)
+  np.testing.assert_array_equal(got, want)
+  assert lean < 0.8 * full, (lean, full)
+
+
 def test_fused_upsampling_conv_equals_conv_of_the_upsampled_map():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 5, 7, 3)), jnp.float32)  # odd, non-square on purpose

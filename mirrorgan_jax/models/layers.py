@@ -241,6 +241,24 @@ def glu(x: jax.Array) -> jax.Array:
   return a * nn.sigmoid(b)
 
 
+@jax.custom_jvp
+def relu_keeping_mask(x: jax.Array) -> jax.Array:
+  """max(x, 0), with jax.nn.relu's derivative (0 at x = 0), for networks
+  differentiated only with respect to their input (the frozen ResNet-152 that
+  STREAM runs on generated images). XLA fuses relu's `x > 0` into the backward
+  pass and so keeps every float input alive until then; the barrier makes it
+  keep the 1-byte mask instead: the GAN step's ResNet temporaries fall by
+  about three quarters (docs/benchmarks.md). Values and gradients unchanged."""
+  return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+@relu_keeping_mask.defjvp
+def _relu_keeping_mask_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  mask = lax.optimization_barrier(x > 0)
+  return relu_keeping_mask(x), jnp.where(mask, t, jnp.zeros((), t.dtype))
+
+
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
   """Nearest-neighbour upsampling of an NHWC tensor (nn.Upsample 'nearest')."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mirrorgan_jax.models.layers import Conv
+from mirrorgan_jax.models.layers import Conv, relu_keeping_mask as relu
 
 Dtype = Any
 
@@ -41,9 +41,9 @@ class Bottleneck(nn.Module):
   def __call__(self, x, train: bool = False):
     d = self.dtype
     y = _conv(self.width, 1, 1, 0, d, "conv1")(x)
-    y = nn.relu(_bn(train, d, "bn1")(y))
+    y = relu(_bn(train, d, "bn1")(y))
     y = _conv(self.width, 3, self.stride, 1, d, "conv2")(y)
-    y = nn.relu(_bn(train, d, "bn2")(y))
+    y = relu(_bn(train, d, "bn2")(y))
     y = _conv(4 * self.width, 1, 1, 0, d, "conv3")(y)
     y = _bn(train, d, "bn3")(y)
     if self.downsample:
@@ -55,7 +55,7 @@ class Bottleneck(nn.Module):
     # ReLU from saved conv outputs (35 of them in layer3 of ResNet-152), which
     # made those fusions the largest ops of the GAN step (docs/benchmarks.md).
     # The barrier is an identity: values and gradients are unchanged.
-    return jax.lax.optimization_barrier(nn.relu(y + x))
+    return jax.lax.optimization_barrier(relu(y + x))
 
 
 class ResNet(nn.Module):
@@ -67,7 +67,7 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     d = self.dtype
     x = _conv(64, 7, 2, 3, d, "conv1")(x)
-    x = nn.relu(_bn(train, d, "bn1")(x))
+    x = relu(_bn(train, d, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, blocks in enumerate(DEPTHS[self.depth]):
       for j in range(blocks):
