@@ -85,7 +85,7 @@ def real_images(source, config):
     if source.photographs:
       yield image_ops.official_stages(ex.image, ex.bbox, sizes, None)[-1]
     else:
-      yield image_ops.stage_images(ex.image, sizes)[-1]
+      yield image_ops.stage_images(ex.picture(), sizes)[-1]
 
 
 def _chunks(iterable, size):

@@ -30,7 +30,7 @@ def test_shapes_source_matches_the_dataset():
   src = ShapesSource("test", size=32, length=20, seed=3)
   ex = src.example(5)
   ref = shapes.example("test", 5, 3, 32)
-  np.testing.assert_array_equal(np.asarray(ex.image), ref.image)
+  np.testing.assert_array_equal(np.asarray(ex.picture()), ref.image)
   assert [src.vocab.decode(c) for c in ex.caption_ids] == [
       " ".join(tokenize(c)) for c in ref.captions]
   assert src.captions(5) == ref.captions
@@ -110,7 +110,7 @@ def test_batch_contract(config):
     assert any(_ordered_subset(words, o) for o in options)
   # Images are the source's, resized per stage.
   ex = source.example(int(b["indices"][0]))
-  np.testing.assert_array_equal(b["images"][1][0], np.asarray(ex.image))
+  np.testing.assert_array_equal(b["images"][1][0], np.asarray(ex.picture()))
 
 
 def _ordered_subset(words, sentence) -> bool:
@@ -138,7 +138,7 @@ def test_near_miss_batches_pair_each_image_with_its_near_miss(config):
       index = int(b["indices"][row])
       # The even row is the image itself, the odd one its near miss or, where
       # none avoids the held-out pairs, the image again.
-      np.testing.assert_array_equal(b["images"][1][row], np.asarray(source.example(index).image))
+      np.testing.assert_array_equal(b["images"][1][row], np.asarray(source.example(index).picture()))
       if b["class_ids"][row + 1] != b["class_ids"][row]:
         twins += 1
         assert not np.array_equal(b["images"][1][row + 1], b["images"][1][row])

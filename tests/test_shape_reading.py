@@ -39,7 +39,7 @@ def test_synonyms_are_pooled_and_only_shape_words_of_the_caption_count():
 
 def test_the_scorer_reading_agrees_with_the_alignment_score():
   source = ShapesSource("test", size=64, length=80)
-  images = [np.asarray(source.example(i).image) for i in range(80)]
+  images = [np.asarray(source.example(i).picture()) for i in range(80)]
   texts = [source.captions(i)[0] for i in range(80)]
   # Two images left blank: their objects are missing.
   images[0] = images[6] = np.zeros_like(images[0])

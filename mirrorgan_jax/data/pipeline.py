@@ -75,7 +75,7 @@ class _Examples(grain.transforms.Map):
       return image_ops.official_stages(ex.image, ex.bbox, self.sizes, rng)
     if ex.stages is not None and tuple(x.shape[0] for x in ex.stages) == self.sizes:
       return ex.stages
-    return image_ops.stage_images(ex.image, self.sizes)
+    return image_ops.stage_images(ex.picture(), self.sizes)
 
   def _mismatch(self, index: int, class_id: int, rng) -> int:
     """Another image of another class (for COCO and shapes: another image whose
