@@ -43,7 +43,7 @@ class SourceExample:
 
   def picture(self) -> Image.Image:
     """The image; made from the largest stage where the source keeps only the
-    stages (a PIL image per example cost a third of a shapes batch's time)."""
+    stages (a PIL image per example cost a quarter of a shapes batch's host time)."""
     return self.image if self.image is not None else Image.fromarray(self.stages[-1])
 
 
