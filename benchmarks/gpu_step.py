@@ -240,7 +240,7 @@ def run_dtype(args, dtype: str, loop_deadline, mesh, init_cache: dict) -> dict:
       lambda k: gan_state.init_gan_state(models, config, k), mesh, jax.random.key(config.seed))
   init_text = init.as_text()
   if init_cache.get("text") == init_text:
-    state = jax.device_put(init_cache["state"], parallel.replicated(mesh))
+    state = benchmarks.place_state(init_cache["state"], mesh, on_host=True)
     init_reused = True
   else:
     init_cache.clear()
