@@ -6,13 +6,17 @@ inside `trainer.run` against the same jitted step timed alone.
 
 Three figures, each in ms per iteration:
   step alone      the trainer's guarded GAN step on batches already on the
-                  devices, back to back, one sync at the end;
+                  devices, back to back, one sync at the end; timed before
+                  and again after the loop (the machine's speed drifts), and
+                  the loop compared with their mean;
   step + data     the same, each batch taken from the input pipeline as the
                   trainer takes it (iterator, host-to-device, [-1, 1]);
   loop            `trainer.run`'s gan phase between two log points that hold no
                   checkpoint, sample grid or evaluation (from metrics.jsonl);
-then the loop's overhead over the step alone, and the seconds that each
-checkpoint (with its evaluation metric) and sample grid add. The DAMSM and
+then the loop's overhead over the step alone, the seconds that each
+checkpoint (with its evaluation metric) and sample grid add, and the host CPU
+time the feed takes per batch with nothing else running (on a machine whose
+cores XLA keeps busy, what the feed takes from the step). The DAMSM and
 STREAM phases run one iteration each (their weights do not change the
 GAN step's cost); everything is written to a temporary folder. In the real job
 those phases have made every shapes example once before the gan phase starts,
@@ -22,6 +26,7 @@ they would; `--nowarm_cache` times a gan phase on examples never made.
 
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -54,6 +59,30 @@ def warm_cache(config) -> float:
   for i in range(len(source)):
     source.example(i)
   return time.perf_counter() - t0
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def feed_cpu_ms(config, batches: int = 300) -> float:
+  """Host CPU time (every thread of the process) per batch that the pipeline
+  makes and puts on the devices, as the trainer feeds the step."""
+  pc = trainer.phase_config(config, "gan")
+  mesh = parallel.make_mesh()
+  _, ds = pipeline.from_config(pc)
+  data = pipeline.iterator(ds, config.data.workers, config.data.prefetch)
+  for _ in range(10):
+    jax.block_until_ready(pipeline.device_batch(mesh, next(data)))
+  t0 = _cpu_seconds()
+  for _ in range(batches):
+    batch = pipeline.device_batch(mesh, next(data))
+  jax.block_until_ready(batch)
+  cpu = _cpu_seconds() - t0
+  if hasattr(data, "close"):
+    data.close()
+  return 1000 * cpu / batches
 
 
 def time_step(config) -> dict:
@@ -136,14 +165,22 @@ def main(argv):
         f"{config.batch_size}, stages {config.model.num_stages}", flush=True)
   if FLAGS.warm_cache and config.dataset == "shapes":
     print(f"made every training example once in {warm_cache(config):.1f} s", flush=True)
-  step = time_step(config)
+  feed = feed_cpu_ms(config)
+  before = time_step(config)
   with tempfile.TemporaryDirectory() as workdir:
     loop = time_loop(config, os.path.join(workdir, "run"))
-  out = {**step, **loop,
+  after = time_step(config)
+  step = {k: (before[k] + after[k]) / 2 for k in before}
+  out = {**step, **loop, "feed_cpu_ms": feed,
+         "step_alone_before_ms": before["step_alone_ms"],
+         "step_alone_after_ms": after["step_alone_ms"],
          "loop_overhead": loop["loop_ms"] / step["step_alone_ms"] - 1,
          "gan_overhead": loop["gan_wall_ms"] / step["step_alone_ms"] - 1}
-  print(f"step alone        {out['step_alone_ms']:8.1f} ms/iteration")
+  print(f"step alone        {out['step_alone_ms']:8.1f} ms/iteration (mean of "
+        f"{before['step_alone_ms']:.1f} before and {after['step_alone_ms']:.1f} after the loop)")
   print(f"step + data       {out['step_data_ms']:8.1f} ms/iteration")
+  print(f"feed              {feed:8.2f} ms of host CPU per batch, alone "
+        f"({100 * feed / out['step_alone_ms']:.1f} % of the step alone)")
   print(f"loop              {out['loop_ms']:8.1f} ms/iteration "
         f"({100 * out['loop_overhead']:+.1f} % over the step alone)")
   if out["event_extra_s"] is not None:

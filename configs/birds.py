@@ -129,7 +129,7 @@ def get_config():
   config.data.manual_dir = ""
   config.data.check_images = True  # decode every image while validating the folder
   config.data.workers = 4  # WORKERS in train_bird.yml; 0 = in the main process
-  config.data.prefetch = 2  # batches prepared ahead (per worker)
+  config.data.prefetch = 2  # batches read ahead by as many threads (per worker); 0: none
 
   # Evaluation (mirrorgan_jax/evaluate.py; the official code ships none).
   config.eval = ml_collections.ConfigDict()

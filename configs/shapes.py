@@ -73,6 +73,9 @@ def get_config():
   config.train.eval_batches = 4
 
   config.data.workers = 0  # rendering is cheap; no worker processes
+  # Each batch read in the training loop's own thread: reading threads doubled
+  # the host CPU time per batch (2.8 against 1.4 ms), taken from XLA's 2 cores.
+  config.data.prefetch = 0
   config.data.shapes = ml_collections.ConfigDict()
   config.data.shapes.seed = 0  # the dataset's seed, not the run's: fixes the splits
   config.data.shapes.train_size = 50_000  # one epoch; examples are rendered on the fly

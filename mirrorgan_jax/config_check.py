@@ -96,7 +96,7 @@ def check_config(config) -> None:
   r("data.data_dir", lambda v: isinstance(v, str) and v, "a folder path")
   r("data.manual_dir", lambda v: isinstance(v, str), "a folder path or ''")
   r("data.workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-  r("data.prefetch", _positive_int, "a positive integer")
+  r("data.prefetch", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
   if config.dataset == "shapes":
     _check_shapes(r)
   for f in ("damsm.batch_size", "damsm.num_steps", "damsm.steps_per_epoch", "stream.batch_size",

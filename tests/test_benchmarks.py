@@ -359,3 +359,24 @@ def test_step_parts_names_a_convolution_by_its_kind_shape_and_window():
   text = jax.jit(conv).lower(jnp.zeros((2, 8, 8, 3)), jnp.zeros((3, 3, 3, 5))).compile().as_text()
   kinds = set(step_parts.op_kinds(text).values())
   assert "convolution f32[2,8,8,5] 3x3" in kinds, kinds
+
+
+def test_train_loop_feed_cpu_is_the_host_time_of_each_batch(monkeypatch):
+  """The feed's CPU time per batch covers making the batch: a source made
+  slower by 20 ms of busy host work per batch shows at least that much."""
+  from benchmarks import train_loop  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from mirrorgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  plain = train_loop.feed_cpu_ms(config, batches=20)
+  real_device_batch = pipeline.device_batch
+
+  def slow(mesh, batch):
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.02:
+      pass
+    return real_device_batch(mesh, batch)
+
+  monkeypatch.setattr(pipeline, "device_batch", slow)
+  slowed = train_loop.feed_cpu_ms(config, batches=20)
+  assert 0 < plain < slowed and slowed - plain >= 19, (plain, slowed)

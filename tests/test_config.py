@@ -40,6 +40,7 @@ def test_shipped_configs_are_valid(get):
     ("stream.backbone", "vgg", "config.stream.backbone"),
     ("ema_decay", 2.0, "config.ema_decay"),
     ("damsm.near_misses", True, "dataset 'shapes'"),
+    ("data.prefetch", -1, "config.data.prefetch must be an integer >= 0"),
 ])
 def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
   c = birds.get_config()

@@ -178,15 +178,15 @@ def test_epochs_cover_the_split_and_reshuffle(config):
   assert not np.array_equal(epoch0, epoch1)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resumed_iterator_yields_exactly_the_same_batches(config, workers):
+@pytest.mark.parametrize("workers,prefetch", [(0, 0), (0, 2), (2, 0), (2, 2)])
+def test_resumed_iterator_yields_exactly_the_same_batches(config, workers, prefetch):
   _, ds = pipeline.from_config(config)
-  it = pipeline.iterator(ds, workers=workers)
+  it = pipeline.iterator(ds, workers=workers, prefetch=prefetch)
   for _ in range(3):
     next(it)
   state = it.get_state()
   expected = [next(it) for _ in range(4)]
-  resumed = pipeline.iterator(ds, workers=workers)
+  resumed = pipeline.iterator(ds, workers=workers, prefetch=prefetch)
   resumed.set_state(state)
   got = [next(resumed) for _ in range(4)]
   assert all(_equal(x, y) for x, y in zip(expected, got))
