@@ -32,6 +32,8 @@ def get_config():
   config.model.base_size = 64  # TREE.BASE_SIZE
   # Official: the sentence code enters conditioning augmentation as it is.
   config.model.ca_normalize_input = False
+  # Official: each image head's conv gives one tanh value per pixel and channel.
+  config.model.image_subpixels = 1
 
   # STREAM captioner.
   config.stream = ml_collections.ConfigDict()

@@ -40,7 +40,8 @@ def create_models(config) -> Models:
       image_encoder=ImageEncoder(t.hidden_dim, ie.backbone, ie.image_size,
                                  tuple(ie.small_widths), dtype),
       generator=Generator(m.ngf, m.r_num, m.condition_dim, m.num_stages,
-                          m.base_size, dtype, m.ca_normalize_input),
+                          m.base_size, dtype, m.ca_normalize_input,
+                          m.image_subpixels),
       discriminators=tuple(Discriminator(size, m.ndf, dtype)
                            for size in stage_sizes(config)),
       captioner=Captioner(t.vocab_size, s.embed_size, s.hidden_size, s.backbone,

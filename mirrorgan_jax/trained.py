@@ -59,8 +59,17 @@ def _no_checkpoint(path: str, phase: str) -> str:
           f"or step; has the {phase} phase been trained there?")
 
 
+# Fields added to the configs after checkpoints were first written, with the
+# value every earlier checkpoint was trained with (the official one).
+ADDED_FIELDS = {("model", "image_subpixels"): 1}
+
+
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(meta["config"])
+  config = ml_collections.ConfigDict(meta["config"])
+  for (group, field), value in ADDED_FIELDS.items():
+    if group in config and field not in config[group]:
+      config[group][field] = value
+  return config
 
 
 def abstract_state(init, key, mesh):

@@ -15,6 +15,7 @@ def test_birds_has_the_official_values():
   assert (c.text.words_num, c.model.z_dim, c.model.condition_dim) == (18, 100, 100)
   assert (c.text.hidden_dim, c.text.embedding_dim, c.text.vocab_size) == (256, 300, 5450)
   assert c.stream.backbone == "resnet152"
+  assert c.model.image_subpixels == 1 and not c.model.ca_normalize_input
 
 
 def test_coco_has_attngan_coco_values():
@@ -41,6 +42,7 @@ def test_shipped_configs_are_valid(get):
     ("ema_decay", 2.0, "config.ema_decay"),
     ("damsm.near_misses", True, "dataset 'shapes'"),
     ("data.prefetch", -1, "config.data.prefetch must be an integer >= 0"),
+    ("model.image_subpixels", 0, "config.model.image_subpixels must be a positive integer"),
 ])
 def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
   c = birds.get_config()

@@ -152,7 +152,11 @@ def test_eight_devices_give_the_same_state_as_one(config, one_device):
     rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30))
     if rel > worst:
       worst, where = rel, jax.tree_util.keystr(path)
-  assert worst <= 1e-5, (worst, where)
+  # The worst leaf is a BatchNorm bias whose gradient nearly cancels: 1.2e-5
+  # with the sub-pixel image heads of configs/tiny.py (via shapes), under 1e-5
+  # before. Per-device statistics or a lost all-reduce change gradients by
+  # their own size, far above this.
+  assert worst <= 3e-5, (worst, where)
   assert m1[0]["g_loss"] == pytest.approx(m8[0]["g_loss"], rel=1e-5)
 
 

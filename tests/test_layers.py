@@ -5,7 +5,7 @@ import pytest
 from jax import lax
 
 from mirrorgan_jax.models.discriminator import Discriminator, trunk_widths
-from mirrorgan_jax.models.generator import Generator, num_upblocks
+from mirrorgan_jax.models.generator import Generator, ImageHead, num_upblocks
 from mirrorgan_jax.models import layers, resnet
 from mirrorgan_jax.models.layers import (Conv, ResBlock, UpBlock, conv2d, conv_weight_grad,
                                          glu, matmul_conv, upsample_conv3x3, upsample_nearest)
@@ -40,6 +40,38 @@ def test_official_initialisation():
                if path[-1].key == "bias" and ("BatchNorm" in str(path) or "_bn" in str(path))]
   assert len(bn_shifts) >= 6  # fc_bn, the up-blocks' and the residual blocks' BNs
   assert all(np.all(np.asarray(b) == 0) for b in bn_shifts)
+
+
+def _xla_conv3x3(h, kernel):
+  return lax.conv_general_dilated(h, kernel, (1, 1), ((1, 1), (1, 1)),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_image_head_with_subpixels_averages_the_tanh_of_each_subpixel():
+  h = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 5, 4)), jnp.float32)
+  official = ImageHead()
+  kernel = official.init(jax.random.key(0), h)["params"]["conv"]["kernel"]
+  assert kernel.shape == (3, 3, 4, 3)
+  np.testing.assert_allclose(  # the official head: conv3x3 without bias, tanh
+      official.apply({"params": {"conv": {"kernel": kernel}}}, h),
+      np.tanh(_xla_conv3x3(h, kernel)), rtol=1e-5, atol=1e-6)
+  head = ImageHead(subpixels=2)
+  kernel = head.init(jax.random.key(0), h)["params"]["conv"]["kernel"]
+  assert kernel.shape == (3, 3, 4, 12)  # 4 sub-pixels x RGB
+  out = head.apply({"params": {"conv": {"kernel": kernel}}}, h)
+  subpixels = [np.tanh(_xla_conv3x3(h, kernel[..., 3 * j:3 * j + 3])) for j in range(4)]
+  np.testing.assert_allclose(out, np.mean(subpixels, axis=0), rtol=1e-5, atol=1e-6)
+  assert out.shape == (2, 5, 5, 3)
+
+
+def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
+  from configs import shapes
+  from mirrorgan_jax import trained
+  saved = shapes.get_config().to_dict()
+  del saved["model"]["image_subpixels"]  # written before the field existed
+  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 1
+  saved["model"]["image_subpixels"] = 2
+  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 2
 
 
 def test_resblock_adds_its_input():

@@ -86,13 +86,20 @@ class NextStage(nn.Module):
 
 
 class ImageHead(nn.Module):
-  """conv3x3 (ngf -> 3, no bias) -> tanh, returned in float32."""
+  """conv3x3 (ngf -> 3, no bias) -> tanh, returned in float32. With
+  `subpixels` s > 1 (a deviation, see configs/shapes.py) the conv gives 3 s*s
+  channels, each pixel s x s sub-pixels, and the pixel is their tanh's mean: a
+  box filter over a finer grid, as anti-aliased images are rendered."""
   dtype: Dtype = jnp.float32
+  subpixels: int = 1
 
   @nn.compact
   def __call__(self, h):
-    return jnp.tanh(conv(3, 3, padding=1, dtype=self.dtype, name="conv")(h)
-                    .astype(jnp.float32))
+    k = self.subpixels**2
+    x = jnp.tanh(conv(3 * k, 3, padding=1, dtype=self.dtype, name="conv")(h)
+                 .astype(jnp.float32))
+    # Channel j * 3 + rgb is sub-pixel j: the mean over j is the box filter.
+    return x if k == 1 else x.reshape(x.shape[:-1] + (k, 3)).mean(-2)
 
 
 class Generator(nn.Module):
@@ -105,6 +112,7 @@ class Generator(nn.Module):
   base_size: int = 64
   dtype: Dtype = jnp.float32
   ca_normalize_input: bool = False
+  image_subpixels: int = 1
 
   @nn.compact
   def __call__(self, z, sentence, words, mask, train: bool = True):
@@ -112,11 +120,12 @@ class Generator(nn.Module):
                                              name="ca_net")(sentence)
     words = words.astype(self.dtype)
     h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
-    images = [ImageHead(self.dtype, name="img_net1")(h)]
+    images = [ImageHead(self.dtype, self.image_subpixels, name="img_net1")(h)]
     attention = []
     for i in range(1, self.num_stages):
       h, att = NextStage(self.ngf, self.r_num, self.dtype,
                          name=f"h_net{i + 1}")(h, c.astype(self.dtype), words, mask, train)
-      images.append(ImageHead(self.dtype, name=f"img_net{i + 1}")(h))
+      images.append(ImageHead(self.dtype, self.image_subpixels,
+                               name=f"img_net{i + 1}")(h))
       attention.append(att)
     return tuple(images), tuple(attention), mu, logvar
