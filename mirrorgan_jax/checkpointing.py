@@ -183,7 +183,11 @@ class PhaseCheckpoints:
           data_iter.set_state(out["data_iter"])
       except Exception as e:  # damaged, partial, or from another model
         text = str(e) if len(str(e)) < 600 else str(e)[:600] + " ..."  # Orbax prints whole trees
-        msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {text})"
+        kind = ("written with another model config: its arrays' shapes differ from this "
+                "config's (run with the config it was trained with)"
+                if "not compatible with the stored shape" in text
+                else "damaged or partial checkpoint")
+        msg = f"{self.path(step)}: {kind} ({type(e).__name__}: {text})"
         logging.error("%s; trying an older one", msg)
         failures.append(msg)
         continue

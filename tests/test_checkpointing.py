@@ -1,5 +1,6 @@
 """Checkpoint retention and "best": metrics ranked after a restart."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -57,3 +58,15 @@ def test_a_damaged_metric_file_loses_the_rank_not_the_folder(tmp_path):
   writer.close()
   assert not damaged.exists()
   assert (tmp_path / "2" / "metrics" / "metrics.damaged").read_text() == '{"value": 1.'
+
+
+def test_a_checkpoint_of_another_model_config_is_named_so_and_kept(tmp_path):
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
+  _save(ckpt, 1, None)  # "x" of shape (2,)
+  other = lambda meta: {"x": jax.ShapeDtypeStruct((3,), jnp.float32)}  # noqa: E731
+  with pytest.raises(CheckpointError) as e:
+    ckpt.restore(other)
+  assert "written with another model config" in str(e.value)
+  assert "damaged" not in str(e.value)
+  assert ckpt.steps() == [1]  # nothing set aside or lost
+  ckpt.close()
