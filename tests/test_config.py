@@ -1,7 +1,7 @@
 import pytest
 
-from configs import birds, coco, tiny
-from mirrorgan_jax import factory
+from configs import birds, coco, shapes, tiny
+from mirrorgan_jax import factory, trained
 from mirrorgan_jax.config_check import ConfigError, check_config, stage_sizes
 
 
@@ -78,3 +78,11 @@ def test_near_miss_batches_must_be_even():
   with pytest.raises(ConfigError, match=r"config.damsm.batch_size must be even with "
                                         r"damsm.near_misses"):
     check_config(c)
+
+
+def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
+  saved = shapes.get_config().to_dict()
+  del saved["model"]["image_subpixels"]  # written before the field existed
+  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 1
+  saved["model"]["image_subpixels"] = 2
+  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 2

@@ -64,16 +64,6 @@ def test_image_head_with_subpixels_averages_the_tanh_of_each_subpixel():
   assert out.shape == (2, 5, 5, 3)
 
 
-def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
-  from configs import shapes
-  from mirrorgan_jax import trained
-  saved = shapes.get_config().to_dict()
-  del saved["model"]["image_subpixels"]  # written before the field existed
-  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 1
-  saved["model"]["image_subpixels"] = 2
-  assert trained.config_from_meta({"config": saved}).model.image_subpixels == 2
-
-
 def test_resblock_adds_its_input():
   block = ResBlock()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 6)), jnp.float32)
