@@ -25,6 +25,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
@@ -80,6 +81,40 @@ def _damaged_metrics(directory: str) -> list[str]:
       except ValueError:  # JSONDecodeError and UnicodeDecodeError
         bad.append(path)
   return bad
+
+
+class _OtherConfig(ValueError):
+  """The checkpoint's arrays have other shapes than the config's."""
+
+
+# How a shape mismatch is named to the user, whichever check finds it.
+OTHER_CONFIG = ("written with another model config: its arrays' shapes differ from this "
+                "config's (run with the config it was trained with)")
+
+
+def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
+  """'name: stored S, this config S'' for each array whose stored shape (from
+  the checkpoint's metadata, no array read) differs from `abstract`'s, and for
+  arrays only one side has. Checked before restoring: Orbax starts reading
+  every array at once and, when one read fails, leaves the others pending,
+  whose callbacks then print "Event loop is closed" tracebacks at exit."""
+  stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
+  stored = ocp.tree.to_flat_dict(getattr(stored, "tree", stored))
+  wanted = ocp.tree.to_flat_dict(abstract)
+  out = []
+  # Parameters first: they say which layer differs; their optimizer moments follow.
+  for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("params" not in p, p)):
+    name = ".".join(map(str, path))
+    if path not in wanted:
+      out.append(f"{name}: stored {tuple(stored[path].shape)}, not in this config")
+    elif path not in stored:
+      out.append(f"{name}: not stored, this config {tuple(wanted[path].shape)}")
+    elif jax.dtypes.issubdtype(wanted[path].dtype, jax.dtypes.prng_key):
+      continue  # stored as its key data, with another shape
+    elif tuple(stored[path].shape) != tuple(wanted[path].shape):
+      out.append(f"{name}: stored {tuple(stored[path].shape)}, "
+                 f"this config {tuple(wanted[path].shape)}")
+  return out
 
 
 class _Manager(ocp.CheckpointManager):
@@ -171,7 +206,12 @@ class PhaseCheckpoints:
     for step in ([step] if step is not None else reversed(self.steps())):
       try:
         meta = self.meta(step)
-        items = {"state": ocp.args.StandardRestore(abstract_for(meta)),
+        abstract = abstract_for(meta)
+        differ = shape_mismatches(os.path.join(self.path(step), "state"), abstract)
+        if differ:
+          more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+          raise _OtherConfig("; ".join(differ[:3]) + more)
+        items = {"state": ocp.args.StandardRestore(abstract),
                  "meta": ocp.args.JsonRestore()}
         # Converted checkpoints (convert/workdirs.py) have no iterator state:
         # training from them starts the data stream afresh.
@@ -183,11 +223,12 @@ class PhaseCheckpoints:
           data_iter.set_state(out["data_iter"])
       except Exception as e:  # damaged, partial, or from another model
         text = str(e) if len(str(e)) < 600 else str(e)[:600] + " ..."  # Orbax prints whole trees
-        kind = ("written with another model config: its arrays' shapes differ from this "
-                "config's (run with the config it was trained with)"
-                if "not compatible with the stored shape" in text
-                else "damaged or partial checkpoint")
-        msg = f"{self.path(step)}: {kind} ({type(e).__name__}: {text})"
+        if isinstance(e, _OtherConfig):
+          msg = f"{self.path(step)}: {OTHER_CONFIG}: {text}"
+        else:
+          kind = (OTHER_CONFIG if "not compatible with the stored shape" in text
+                  else "damaged or partial checkpoint")
+          msg = f"{self.path(step)}: {kind} ({type(e).__name__}: {text})"
         logging.error("%s; trying an older one", msg)
         failures.append(msg)
         continue

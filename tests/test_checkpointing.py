@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints
+from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, shape_mismatches
 
 
 def _save(ckpt, step, metric):
@@ -67,6 +67,23 @@ def test_a_checkpoint_of_another_model_config_is_named_so_and_kept(tmp_path):
   with pytest.raises(CheckpointError) as e:
     ckpt.restore(other)
   assert "written with another model config" in str(e.value)
+  assert "x: stored (2,), this config (3,)" in str(e.value)  # from the metadata, no read
   assert "damaged" not in str(e.value)
   assert ckpt.steps() == [1]  # nothing set aside or lost
   ckpt.close()
+
+
+def test_shape_mismatches_names_every_differing_and_missing_array(tmp_path):
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
+  ckpt.save(1, {"params": {"a": jnp.zeros((2, 3)), "b": jnp.zeros(4)},
+                "opt": {"a": jnp.zeros((2, 3))}, "key": jax.random.key(0)}, {"iteration": 1})
+  ckpt.close()
+  abstract = {"params": {"a": jax.ShapeDtypeStruct((2, 5), jnp.float32),
+                         "c": jax.ShapeDtypeStruct((1,), jnp.float32)},
+              "opt": {"a": jax.ShapeDtypeStruct((2, 5), jnp.float32)},
+              "key": jax.eval_shape(lambda: jax.random.key(1))}
+  assert shape_mismatches(str(tmp_path / "1" / "state"), abstract) == [
+      "params.a: stored (2, 3), this config (2, 5)",
+      "params.b: stored (4,), not in this config",
+      "params.c: not stored, this config (1,)",
+      "opt.a: stored (2, 3), this config (2, 5)"]
