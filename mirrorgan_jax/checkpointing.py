@@ -93,7 +93,7 @@ OTHER_CONFIG = ("written with another model config: its arrays' shapes differ fr
 
 
 def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
-  """'name: stored S, this config S'' for each array whose stored shape (from
+  """'name: stored S, this config T' for each array whose stored shape (from
   the checkpoint's metadata, no array read) differs from `abstract`'s, and for
   arrays only one side has. Checked before restoring: Orbax starts reading
   every array at once and, when one read fails, leaves the others pending,
