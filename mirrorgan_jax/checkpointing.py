@@ -98,8 +98,11 @@ def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
   arrays only one side has. Checked before restoring: Orbax starts reading
   every array at once and, when one read fails, leaves the others pending,
   whose callbacks then print "Event loop is closed" tracebacks at exit."""
-  stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
-  stored = ocp.tree.to_flat_dict(getattr(stored, "tree", stored))
+  try:
+    stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
+    stored = ocp.tree.to_flat_dict(getattr(stored, "tree", stored))
+  except Exception:  # pylint: disable=broad-except
+    return []  # no readable metadata: the restore itself decides (and reports)
   wanted = ocp.tree.to_flat_dict(abstract)
   out = []
   # Parameters first: they say which layer differs; their optimizer moments follow.

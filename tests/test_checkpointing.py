@@ -87,3 +87,14 @@ def test_shape_mismatches_names_every_differing_and_missing_array(tmp_path):
       "params.b: stored (4,), not in this config",
       "params.c: not stored, this config (1,)",
       "opt.a: stored (2, 3), this config (2, 5)"]
+
+
+def test_a_checkpoint_without_readable_metadata_is_left_to_the_restore(tmp_path):
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
+  _save(ckpt, 1, None)
+  ckpt.close()
+  state = tmp_path / "1" / "state"
+  for f in state.rglob("_METADATA"):  # the tree metadata only; the arrays stay
+    f.unlink()
+  assert shape_mismatches(str(state), {"x": jax.ShapeDtypeStruct((3,), jnp.float32)}) == []
+  assert shape_mismatches(str(tmp_path / "missing"), {}) == []
