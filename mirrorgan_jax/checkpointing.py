@@ -14,7 +14,9 @@ ones only after a newer one is finalised, so a run never loses its last good
 checkpoint to a crash.
 
 Restoring tries the newest checkpoint first; a damaged or partial one is
-reported with its path and the next older one is used.
+reported with its path and the next older one is used. Its arrays' shapes are
+compared with the config's from its metadata first, so that one written with
+another model config is named so, with the arrays that differ.
 """
 
 import contextlib
