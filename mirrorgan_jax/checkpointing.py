@@ -108,7 +108,8 @@ def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
   wanted = ocp.tree.to_flat_dict(abstract)
   out = []
   # Parameters first: they say which layer differs; their optimizer moments follow.
-  for path in sorted(stored.keys() | wanted.keys(), key=lambda p: ("params" not in p, p)):
+  for path in sorted(stored.keys() | wanted.keys(),
+                     key=lambda p: ("params" not in p, tuple(map(str, p)))):
     name = ".".join(map(str, path))
     if path not in wanted:
       out.append(f"{name}: stored {tuple(stored[path].shape)}, not in this config")
