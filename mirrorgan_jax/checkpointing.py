@@ -89,7 +89,6 @@ class _OtherConfig(ValueError):
   """The checkpoint's arrays have other shapes than the config's."""
 
 
-# How a shape mismatch is named to the user, whichever check finds it.
 OTHER_CONFIG = ("written with another model config: its arrays' shapes differ from this "
                 "config's (run with the config it was trained with)")
 
@@ -232,9 +231,7 @@ class PhaseCheckpoints:
         if isinstance(e, _OtherConfig):
           msg = f"{self.path(step)}: {OTHER_CONFIG}: {text}"
         else:
-          kind = (OTHER_CONFIG if "not compatible with the stored shape" in text
-                  else "damaged or partial checkpoint")
-          msg = f"{self.path(step)}: {kind} ({type(e).__name__}: {text})"
+          msg = f"{self.path(step)}: damaged or partial checkpoint ({type(e).__name__}: {text})"
         logging.error("%s; trying an older one", msg)
         failures.append(msg)
         continue
