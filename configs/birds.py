@@ -34,6 +34,8 @@ def get_config():
   config.model.ca_normalize_input = False
   # Official: each image head's conv gives one tanh value per pixel and channel.
   config.model.image_subpixels = 1
+  # Official: that value is the pixel (no coverage mask over a background).
+  config.model.masked_image_head = False
 
   # STREAM captioner.
   config.stream = ml_collections.ConfigDict()

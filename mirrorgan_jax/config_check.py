@@ -69,6 +69,7 @@ def check_config(config) -> None:
     r(f"model.{f}", _positive_int, "a positive integer")
   r("model.ca_normalize_input", lambda v: isinstance(v, bool), "True or False")
   r("model.image_subpixels", _positive_int, "a positive integer (1: the official head)")
+  r("model.masked_image_head", lambda v: isinstance(v, bool), "True or False")
   r("model.r_num", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
   r("model.base_size", lambda v: _power_of_two(v) and 8 <= v <= MAX_IMAGE_SIZE,
     f"a power of two from 8 to {MAX_IMAGE_SIZE}")

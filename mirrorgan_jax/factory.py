@@ -41,7 +41,7 @@ def create_models(config) -> Models:
                                  tuple(ie.small_widths), dtype),
       generator=Generator(m.ngf, m.r_num, m.condition_dim, m.num_stages,
                           m.base_size, dtype, m.ca_normalize_input,
-                          m.image_subpixels),
+                          m.image_subpixels, m.masked_image_head),
       discriminators=tuple(Discriminator(size, m.ndf, dtype)
                            for size in stage_sizes(config)),
       captioner=Captioner(t.vocab_size, s.embed_size, s.hidden_size, s.backbone,

@@ -61,7 +61,7 @@ def _no_checkpoint(path: str, phase: str) -> str:
 
 # Fields added to the configs after checkpoints were first written, with the
 # value every earlier checkpoint was trained with (the official one).
-ADDED_FIELDS = {("model", "image_subpixels"): 1}
+ADDED_FIELDS = {("model", "image_subpixels"): 1, ("model", "masked_image_head"): False}
 
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:

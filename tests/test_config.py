@@ -16,6 +16,7 @@ def test_birds_has_the_official_values():
   assert (c.text.hidden_dim, c.text.embedding_dim, c.text.vocab_size) == (256, 300, 5450)
   assert c.stream.backbone == "resnet152"
   assert c.model.image_subpixels == 1 and not c.model.ca_normalize_input
+  assert not c.model.masked_image_head
 
 
 def test_coco_has_attngan_coco_values():
@@ -86,3 +87,5 @@ def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
   assert trained.config_from_meta({"config": saved}).model.image_subpixels == 1
   saved["model"]["image_subpixels"] = 2
   assert trained.config_from_meta({"config": saved}).model.image_subpixels == 2
+  del saved["model"]["masked_image_head"]
+  assert trained.config_from_meta({"config": saved}).model.masked_image_head is False

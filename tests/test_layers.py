@@ -64,6 +64,33 @@ def test_image_head_with_subpixels_averages_the_tanh_of_each_subpixel():
   assert out.shape == (2, 5, 5, 3)
 
 
+def test_masked_image_head_lays_each_subpixels_colour_over_black_with_two_sigmoids_coverage():
+  h = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 5, 4)), jnp.float32)
+  head = ImageHead(subpixels=2, masked=True)
+  kernel = head.init(jax.random.key(0), h)["params"]["conv"]["kernel"]
+  assert kernel.shape == (3, 3, 4, 20)  # 4 sub-pixels x (RGB, two coverage logits)
+  out = head.apply({"params": {"conv": {"kernel": kernel}}}, h)
+  sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+  subpixels = []
+  for j in range(4):
+    y = np.asarray(_xla_conv3x3(h, kernel[..., 5 * j:5 * j + 5]), np.float64)
+    coverage = sigmoid(y[..., 3:4]) * sigmoid(y[..., 4:5])
+    subpixels.append(-1.0 + (np.tanh(y[..., :3]) + 1.0) * coverage)
+  np.testing.assert_allclose(out, np.mean(subpixels, axis=0), rtol=1e-5, atol=1e-6)
+  # No coverage: the background's black; full coverage: the colour itself.
+  one = ImageHead(masked=True)
+  k1 = np.zeros((3, 3, 4, 5), np.float32)
+  k1[1, 1, 0, :3] = (0.5, -0.5, 0.0)  # colour tanh(0.5 h0), tanh(-0.5 h0), 0
+  k1[1, 1, 1, 3] = 50.0  # first coverage sigmoid(50 h1)
+  k1[1, 1, 2, 4] = 50.0
+  x = np.zeros((1, 1, 2, 4), np.float32)
+  x[0, 0, 0] = (1.0, 1.0, 1.0, 0.0)  # both sigmoids ~1
+  x[0, 0, 1] = (1.0, 1.0, -1.0, 0.0)  # the second ~0
+  y = np.asarray(one.apply({"params": {"conv": {"kernel": jnp.asarray(k1)}}}, jnp.asarray(x)))
+  np.testing.assert_allclose(y[0, 0, 0], np.tanh([0.5, -0.5, 0.0]), atol=1e-6)
+  np.testing.assert_allclose(y[0, 0, 1], [-1.0, -1.0, -1.0], atol=1e-6)
+
+
 def test_resblock_adds_its_input():
   block = ResBlock()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 6)), jnp.float32)

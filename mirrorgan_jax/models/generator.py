@@ -7,6 +7,7 @@ ngf; refinement stages keep ngf. Smaller base sizes (the `shapes` configs) use
 fewer up-blocks and proportionally narrower initial widths.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -89,17 +90,31 @@ class ImageHead(nn.Module):
   """conv3x3 (ngf -> 3, no bias) -> tanh, returned in float32. With
   `subpixels` s > 1 (a deviation, see configs/shapes.py) the conv gives 3 s*s
   channels, each pixel s x s sub-pixels, and the pixel is their tanh's mean: a
-  box filter over a finer grid, as anti-aliased images are rendered."""
+  box filter over a finer grid, as anti-aliased images are rendered.
+
+  With `masked` (a deviation, see configs/shapes.py) each sub-pixel is a colour
+  laid over the black background (-1) with a coverage in [0, 1]: the conv gives
+  5 channels per sub-pixel, the colour tanh(3 of them) and the coverage the
+  product of the sigmoids of the other two, -1 + (colour + 1) * coverage."""
   dtype: Dtype = jnp.float32
   subpixels: int = 1
+  masked: bool = False
 
   @nn.compact
   def __call__(self, h):
     k = self.subpixels**2
-    x = jnp.tanh(conv(3 * k, 3, padding=1, dtype=self.dtype, name="conv")(h)
-                 .astype(jnp.float32))
-    # Channel j * 3 + rgb is sub-pixel j: the mean over j is the box filter.
-    return x if k == 1 else x.reshape(x.shape[:-1] + (k, 3)).mean(-2)
+    per_subpixel = 5 if self.masked else 3
+    y = conv(per_subpixel * k, 3, padding=1, dtype=self.dtype, name="conv")(h)
+    # Channel j * per_subpixel + c is channel c of sub-pixel j.
+    y = y.astype(jnp.float32).reshape(y.shape[:-1] + (k, per_subpixel))
+    if self.masked:
+      # Two sigmoids' product: an axis-aligned edge's coverage times the
+      # other axis's, as a box filter covers a square's corner.
+      coverage = nn.sigmoid(y[..., 3:4]) * nn.sigmoid(y[..., 4:5])
+      x = -1.0 + (jnp.tanh(y[..., :3]) + 1.0) * coverage
+    else:
+      x = jnp.tanh(y)
+    return x.mean(-2)  # the box filter over the sub-pixels (one: the pixel)
 
 
 class Generator(nn.Module):
@@ -113,6 +128,7 @@ class Generator(nn.Module):
   dtype: Dtype = jnp.float32
   ca_normalize_input: bool = False
   image_subpixels: int = 1
+  masked_image_head: bool = False
 
   @nn.compact
   def __call__(self, z, sentence, words, mask, train: bool = True):
@@ -120,12 +136,13 @@ class Generator(nn.Module):
                                              name="ca_net")(sentence)
     words = words.astype(self.dtype)
     h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
-    images = [ImageHead(self.dtype, self.image_subpixels, name="img_net1")(h)]
+    head = functools.partial(ImageHead, self.dtype, self.image_subpixels,
+                             self.masked_image_head)
+    images = [head(name="img_net1")(h)]
     attention = []
     for i in range(1, self.num_stages):
       h, att = NextStage(self.ngf, self.r_num, self.dtype,
                          name=f"h_net{i + 1}")(h, c.astype(self.dtype), words, mask, train)
-      images.append(ImageHead(self.dtype, self.image_subpixels,
-                               name=f"img_net{i + 1}")(h))
+      images.append(head(name=f"img_net{i + 1}")(h))
       attention.append(att)
     return tuple(images), tuple(attention), mu, logvar
