@@ -45,10 +45,10 @@ def get_config():
   config.model.image_subpixels = 2
   # Deviation: each sub-pixel is a colour over the black background with a
   # coverage, the product of two sigmoids (a box filter covers a square's
-  # corner as the product of its two edges' coverages). Over run seeds 0-3 on
-  # one machine, `test` all 0.866-0.875 (mean 0.872) instead of 0.827-0.856
-  # (0.848), held-out all 0.684-0.739 (0.720) instead of 0.615-0.740 (0.670):
-  # higher for every seed but one held-out (docs/shapes_default_job.md).
+  # corner as the product of its two edges' coverages). Six GAN phases (run
+  # seeds 0-3) on one machine: `test` all 0.848-0.875 (mean 0.867) instead of
+  # 0.827-0.856 (0.848), held-out all 0.684-0.760 (0.727) instead of
+  # 0.615-0.740 (0.670) (docs/shapes_default_job.md).
   config.model.masked_image_head = True
 
   config.damsm.batch_size = 32
