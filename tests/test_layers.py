@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from mirrorgan_jax.models.discriminator import Discriminator, trunk_widths
+from mirrorgan_jax.models.discriminator import Discriminator, JointConv, trunk_widths
 from mirrorgan_jax.models.generator import Generator, ImageHead, num_upblocks
 from mirrorgan_jax.models import layers, resnet
 from mirrorgan_jax.models.layers import (Conv, ResBlock, UpBlock, conv2d, conv_weight_grad,
@@ -149,6 +149,35 @@ def test_discriminate_stacks_the_official_calls_and_keeps_their_results(size):
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # float rounding only
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert jax.tree.structure(got) == jax.tree.structure(want)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5)])
+def test_joint_conv_is_the_conv_of_the_features_with_the_sentence_tiled(shape):
+  """The conditional head's conv, computed as an image part per distinct
+  feature batch and a sentence part from the kernel's in-map taps, against
+  XLA's 3x3 conv (padding 1) of the official input, the features with the
+  sentence tiled over them: values and gradients (parameters, features,
+  sentences), with one feature batch passed twice as `discriminate` does."""
+  rng = np.random.default_rng(0)
+  x1, x2 = (jnp.asarray(rng.normal(size=(2,) + shape + (6,)), jnp.float32) for _ in "ab")
+  s1, s2, s3 = (jnp.asarray(rng.normal(size=(2, 5)), jnp.float32) for _ in "abc")
+  jc = JointConv(7)
+  params = jc.init(jax.random.key(0), (x1,), (s1,))["params"]
+  assert params["kernel"].shape == (3, 3, 11, 7)
+
+  def official(params, xs, ss):
+    return tuple(_xla(1, 1)(jnp.concatenate([x, jnp.broadcast_to(
+        s[:, None, None, :], x.shape[:3] + (5,))], -1), params["kernel"]) for x, s in zip(xs, ss))
+
+  def loss(f, params, x1, x2, s1, s2, s3):
+    outs = f(params, (x1, x2, x1), (s1, s2, s3))
+    return sum(jnp.sum(jnp.sin(o) * (k + 1)) for k, o in enumerate(outs)), outs
+
+  ours = lambda p, xs, ss: jc.apply({"params": p}, xs, ss)  # noqa: E731
+  got, want = (jax.value_and_grad(lambda *a, f=f: loss(f, *a), argnums=range(6), has_aux=True)(
+      params, x1, x2, s1, s2, s3) for f in (ours, official))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def _xla(stride, padding):
