@@ -96,6 +96,11 @@ def get_config():
   config.loss = ml_collections.ConfigDict()
   config.loss.stream_weight = 10.0  # TRAIN.SMOOTH.LAMBDA1 in train_bird.yml
   config.loss.kl_weight = 1.0
+  # Deviation when > 0 (shapes only): real images blurred a share in
+  # [negative_min_share, 1] of the way, a further fake for each D at this
+  # weight (negative data augmentation; mirrorgan_jax/negatives.py).
+  config.loss.negative_weight = 0.0
+  config.loss.negative_min_share = 0.3
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
 

@@ -3,7 +3,8 @@
 1. the frozen STEM encodes the captions (and the mismatched captions);
 2. one generator forward with z and conditioning-augmentation noise drawn from
    the step's key, `fold_in(key, step)`;
-3. each discriminator is updated on the detached fakes;
+3. each discriminator is updated on the detached fakes (and, where
+   `loss.negative_weight` is set, a deviation, on blurred real images too);
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term;
 5. one generator update, then the EMA of its parameters;
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mirrorgan_jax import losses
+from mirrorgan_jax import losses, negatives
 from mirrorgan_jax.factory import Models
 from mirrorgan_jax.gan_state import GANState, NetState, all_finite
 from mirrorgan_jax.models.text_encoder import padding_mask
@@ -98,10 +99,13 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   kl_weight = float(config.loss.kl_weight)
   ema_decay = float(config.ema_decay)
   z_dim = config.model.z_dim
+  negative_weight = float(config.loss.negative_weight)
+  negative_min_share = float(config.loss.negative_min_share)
 
   def train_step(state: GANState, batch: Batch, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
     z_key, noise_key = jax.random.split(key)
+    neg_key = jax.random.fold_in(key, 1)  # used only with negatives
     captions, lengths = batch["captions"], batch["caption_lens"]
     mask = padding_mask(lengths, captions.shape[1])
     # The named scopes tag the compiled ops by part of the iteration, for
@@ -130,12 +134,15 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     d_new, d_ok = [], []
     for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
       real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
+      # A deviation, off in birds/coco: blurred real images as a further fake.
+      negative = (negatives.blurred(real, jax.random.fold_in(neg_key, i), negative_min_share)
+                  if negative_weight else None)
 
-      def d_loss_fn(params, disc=disc, d=d, real=real, fake=fake):
+      def d_loss_fn(params, disc=disc, d=d, real=real, fake=fake, negative=negative):
         logits, new_vars = disc.apply(
             {"params": params, "batch_stats": d.batch_stats}, real, fake, sentence,
-            wrong_sentence, method="discriminate", mutable=["batch_stats"])
-        loss, terms = losses.discriminator_loss(logits)
+            wrong_sentence, negative, method="discriminate", mutable=["batch_stats"])
+        loss, terms = losses.discriminator_loss(logits, negative_weight)
         return loss, (terms, new_vars["batch_stats"])
 
       with jax.named_scope(f"d_update_{i}"):

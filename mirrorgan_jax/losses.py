@@ -15,8 +15,10 @@ def bce(logits: jax.Array, label: float) -> jax.Array:
   return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, label)).mean()
 
 
-def discriminator_loss(logits: dict) -> tuple[jax.Array, dict]:
-  """(real + real|s) / 2 + (fake + fake|s + real|wrong s) / 3, for one stage.
+def discriminator_loss(logits: dict, negative_weight: float = 0.0) -> tuple[jax.Array, dict]:
+  """(real + real|s) / 2 + (fake + fake|s + real|wrong s) / 3, for one stage;
+  where `logits` has the negative batch's, plus `negative_weight` times
+  (negative + negative|s) / 2, each against the fake label.
 
   `logits` is Discriminator.discriminate's dict."""
   terms = {
@@ -28,6 +30,9 @@ def discriminator_loss(logits: dict) -> tuple[jax.Array, dict]:
   }
   loss = ((terms["real"] + terms["cond_real"]) / 2.0
           + (terms["fake"] + terms["cond_fake"] + terms["cond_wrong"]) / 3.0)
+  if "negative" in logits:
+    terms["negative"] = (bce(logits["negative"], 0.0) + bce(logits["cond_negative"], 0.0)) / 2.0
+    loss = loss + negative_weight * terms["negative"]
   return loss, terms
 
 

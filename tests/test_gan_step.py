@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from configs import tiny
-from mirrorgan_jax import factory, gan_state, gan_step, losses, parallel, pretrain_steps
+from mirrorgan_jax import (factory, gan_state, gan_step, losses, negatives, parallel,
+                           pretrain_steps)
 from mirrorgan_jax.models.text_encoder import padding_mask
 from mirrorgan_jax.batch import random_batch
 
@@ -106,6 +107,34 @@ def test_generator_loss_goes_through_the_updated_discriminators(config, one_devi
       return float(losses.generator_adversarial_loss(u, c))
     assert adv(d_new) == pytest.approx(metrics[f"g_adv_{i}"], rel=1e-4)
     assert adv(d_old) != pytest.approx(metrics[f"g_adv_{i}"], rel=1e-4)
+
+
+def test_negatives_are_blurred_reals_scored_as_fakes_in_each_d_loss(config):
+  """With `loss.negative_weight` each D's loss is the official one plus the
+  weight times its negative term, and that term is the fake-label BCE of the
+  blurred real images (drawn from the step's key, fold_in 1, then the
+  stage), scored here apart by the D as it was before the update."""
+  c = tiny.get_config()
+  c.loss.negative_weight = 0.5
+  models, mesh, init, step = build(c, jax.devices()[:1])
+  state0 = jax.device_get(init(jax.random.key(0)))
+  batch = random_batch(c)
+  _, metrics = jax.device_get(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch),
+                                   KEY))
+  neg_key = jax.random.fold_in(jax.random.fold_in(KEY, 0), 1)
+  caps, lens = jnp.asarray(batch["captions"]), jnp.asarray(batch["caption_lens"])
+  _, sent = gan_step.encode_text(models, state0.text_encoder, caps, lens)
+  for i, (disc, d) in enumerate(zip(models.discriminators, state0.d)):
+    neg = negatives.blurred(jnp.asarray(batch["images"][i]), jax.random.fold_in(neg_key, i),
+                            c.loss.negative_min_share)
+    (u, cond), _ = disc.apply({"params": d.params, "batch_stats": d.batch_stats}, neg, sent,
+                              mutable=["batch_stats"])
+    want = (float(losses.bce(u, 0.0)) + float(losses.bce(cond, 0.0))) / 2
+    assert metrics[f"d_negative_{i}"] == pytest.approx(want, rel=1e-4)
+    t = {k: metrics[f"d_{k}_{i}"] for k in ("real", "cond_real", "fake", "cond_fake",
+                                            "cond_wrong", "negative")}
+    official = (t["real"] + t["cond_real"]) / 2 + (t["fake"] + t["cond_fake"] + t["cond_wrong"]) / 3
+    assert metrics[f"d_loss_{i}"] == pytest.approx(official + 0.5 * t["negative"], rel=1e-5)
 
 
 def test_repeated_iterations_on_one_batch_lower_the_d_loss(config, one_device):

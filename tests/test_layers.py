@@ -151,6 +151,27 @@ def test_discriminate_stacks_the_official_calls_and_keeps_their_results(size):
   assert jax.tree.structure(got) == jax.tree.structure(want)
 
 
+def test_discriminate_with_negatives_keeps_the_official_logits_and_scores_the_negatives():
+  """A negative batch (negative data augmentation) leaves the official five
+  logits as they were (each batch is normalised on its own) and gets the
+  logits the generator's view would give it with the sentence."""
+  rng = np.random.default_rng(0)
+  d = Discriminator(32, ndf=4)
+  real, fake, neg = (jnp.asarray(rng.normal(size=(3, 32, 32, 3)), jnp.float32) for _ in "rfn")
+  sent, wrong = (jnp.asarray(rng.normal(size=(3, 5)), jnp.float32) for _ in "sw")
+  variables = d.init(jax.random.key(0), real, sent)
+  run = lambda *a, **k: d.apply(variables, *a, **k, mutable=["batch_stats"])[0]  # noqa: E731
+  official = run(real, fake, sent, wrong, method="discriminate")
+  got = run(real, fake, sent, wrong, neg, method="discriminate")
+  assert set(got) == set(official) | {"negative", "cond_negative"}
+  for k, v in official.items():
+    np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6)
+  uncond, cond = run(neg, sent)
+  np.testing.assert_allclose(got["negative"], uncond, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["cond_negative"], cond, rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(got["negative"]) - np.asarray(official["fake"])).max() > 1e-3
+
+
 @pytest.mark.parametrize("shape", [(4, 4), (3, 5)])
 def test_joint_conv_is_the_conv_of_the_features_with_the_sentence_tiled(shape):
   """The conditional head's conv, computed as an image part per distinct

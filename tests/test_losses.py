@@ -35,6 +35,17 @@ def test_discriminator_loss_weights_real_by_half_and_fake_by_a_third():
   assert float(terms["cond_wrong"]) == pytest.approx(np_bce(LOGITS["cond_wrong"], 0))
 
 
+def test_discriminator_loss_adds_the_weighted_negatives_against_the_fake_label():
+  logits = dict(LOGITS, negative=np.array([0.4, -0.9, 1.3]),
+                cond_negative=np.array([-0.2, 2.2, 0.6]))
+  official, _ = losses.discriminator_loss(LOGITS)
+  loss, terms = losses.discriminator_loss(logits, negative_weight=0.5)
+  negative = (np_bce(logits["negative"], 0) + np_bce(logits["cond_negative"], 0)) / 2
+  assert float(terms["negative"]) == pytest.approx(negative, rel=1e-6)
+  assert float(loss) == pytest.approx(float(official) + 0.5 * negative, rel=1e-6)
+  assert "negative" not in losses.discriminator_loss(LOGITS, negative_weight=0.5)[1]
+
+
 def test_generator_adversarial_loss_is_the_unweighted_sum():
   u, c = np.array([0.3, -2.0]), np.array([1.0, 0.1])
   assert float(losses.generator_adversarial_loss(u, c)) == pytest.approx(

@@ -178,15 +178,28 @@ class Discriminator(nn.Module):
     cond = self.cond(f, sentence, train)
     return self.uncond(f, train=train), cond
 
-  def discriminate(self, real, fake, sentence, wrong_sentence, train: bool = True):
+  def discriminate(self, real, fake, sentence, wrong_sentence, negative=None,
+                   train: bool = True):
     """The discriminator's view, with the official calls' results and running
     statistics (trunk on real, on fake; conditional head on (real, sentence),
     (fake, sentence), (real, wrong sentence); unconditional head on real,
     fake), the small layers and heads run once on the stacked batches: a dict
-    of logits."""
-    real_f, fake_f = self.trunk((real, fake), train)
-    cond_real, cond_fake, cond_wrong = self.cond(
-        (real_f, fake_f, real_f), (sentence, sentence, wrong_sentence), train)
-    real_logit, fake_logit = self.uncond((real_f, fake_f), train=train)
+    of logits. With `negative` (a batch of real images made wrong, which the
+    D should refuse: `negatives.blurred`), each call sees it after the
+    official batches, with the sentence in the conditional head: logits
+    'negative' and 'cond_negative' too."""
+    if negative is None:
+      real_f, fake_f = self.trunk((real, fake), train)
+      cond_real, cond_fake, cond_wrong = self.cond(
+          (real_f, fake_f, real_f), (sentence, sentence, wrong_sentence), train)
+      real_logit, fake_logit = self.uncond((real_f, fake_f), train=train)
+      return {"cond_real": cond_real, "cond_fake": cond_fake, "cond_wrong": cond_wrong,
+              "real": real_logit, "fake": fake_logit}
+    # A third batch, after the official two in each call.
+    real_f, fake_f, neg_f = self.trunk((real, fake, negative), train)
+    cond_real, cond_fake, cond_wrong, cond_neg = self.cond(
+        (real_f, fake_f, real_f, neg_f), (sentence, sentence, wrong_sentence, sentence), train)
+    real_logit, fake_logit, neg_logit = self.uncond((real_f, fake_f, neg_f), train=train)
     return {"cond_real": cond_real, "cond_fake": cond_fake, "cond_wrong": cond_wrong,
-            "real": real_logit, "fake": fake_logit}
+            "real": real_logit, "fake": fake_logit,
+            "negative": neg_logit, "cond_negative": cond_neg}
