@@ -113,8 +113,9 @@ class JointConv(nn.Module):
   sentence slice, whose input is constant over the map, as the sentence times
   the sum of the taps that fall inside the map at each position. The same
   kernel as the official concatenated conv (its name and shape; up to float
-  rounding), without its input's tiled copies: the 32 px shapes D's update
-  spent most of its time in that conv (docs/benchmarks.md)."""
+  rounding), without its input's tiled copies or a third pass over the real
+  features (its kernel gradient was the 32 px shapes D's largest op;
+  docs/benchmarks.md)."""
   features: int
   dtype: Dtype = jnp.float32
 
@@ -188,18 +189,14 @@ class Discriminator(nn.Module):
     D should refuse: `negatives.blurred`), each call sees it after the
     official batches, with the sentence in the conditional head: logits
     'negative' and 'cond_negative' too."""
-    if negative is None:
-      real_f, fake_f = self.trunk((real, fake), train)
-      cond_real, cond_fake, cond_wrong = self.cond(
-          (real_f, fake_f, real_f), (sentence, sentence, wrong_sentence), train)
-      real_logit, fake_logit = self.uncond((real_f, fake_f), train=train)
-      return {"cond_real": cond_real, "cond_fake": cond_fake, "cond_wrong": cond_wrong,
-              "real": real_logit, "fake": fake_logit}
-    # A third batch, after the official two in each call.
-    real_f, fake_f, neg_f = self.trunk((real, fake, negative), train)
-    cond_real, cond_fake, cond_wrong, cond_neg = self.cond(
-        (real_f, fake_f, real_f, neg_f), (sentence, sentence, wrong_sentence, sentence), train)
-    real_logit, fake_logit, neg_logit = self.uncond((real_f, fake_f, neg_f), train=train)
-    return {"cond_real": cond_real, "cond_fake": cond_fake, "cond_wrong": cond_wrong,
-            "real": real_logit, "fake": fake_logit,
-            "negative": neg_logit, "cond_negative": cond_neg}
+    extra = () if negative is None else (negative,)  # after the official batches
+    features = self.trunk((real, fake) + extra, train)
+    real_f, fake_f = features[:2]
+    cond = self.cond((real_f, fake_f, real_f) + features[2:],
+                     (sentence, sentence, wrong_sentence) + (sentence,) * len(extra), train)
+    uncond = self.uncond(features, train=train)
+    logits = {"cond_real": cond[0], "cond_fake": cond[1], "cond_wrong": cond[2],
+              "real": uncond[0], "fake": uncond[1]}
+    if extra:
+      logits.update(negative=uncond[2], cond_negative=cond[3])
+    return logits
