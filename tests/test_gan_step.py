@@ -435,12 +435,19 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
       return fakes, mu, logvar
 
     fakes = generate(state.g.params)[0]
+    # the shapes-derived tiny config's negatives: blurred reals, keys as the step's
+    neg_key = jax.random.fold_in(jax.random.fold_in(KEY, state.step), 1)
+    weight = config.loss.negative_weight
     updated_d = []
-    for disc, d, real, fake in zip(models.discriminators, state.d, batch["images"], fakes):
-      def d_loss(p, disc=disc, d=d, real=real, fake=fake):
+    for i, (disc, d, real, fake) in enumerate(zip(models.discriminators, state.d,
+                                                   batch["images"], fakes)):
+      neg = (negatives.blurred(real, jax.random.fold_in(neg_key, i),
+                               config.loss.negative_min_share) if weight else None)
+
+      def d_loss(p, disc=disc, d=d, real=real, fake=fake, neg=neg):
         logits, _ = disc.apply({"params": p, "batch_stats": d.batch_stats}, real, fake, sent,
-                               wrong, method="discriminate", mutable=["batch_stats"])
-        return losses.discriminator_loss(logits)[0]
+                               wrong, neg, method="discriminate", mutable=["batch_stats"])
+        return losses.discriminator_loss(logits, weight)[0]
       updates, _ = models.d_tx.update(jax.grad(d_loss)(d.params), d.opt_state, d.params)
       updated_d.append({"params": optax.apply_updates(d.params, updates),
                         "batch_stats": d.batch_stats})
