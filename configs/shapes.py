@@ -52,11 +52,10 @@ def get_config():
   config.model.masked_image_head = True
   # Deviation: real images blurred part of the way (3x3 binomial, a share in
   # [0.3, 1] per image) as a further fake for each D, at weight 0.5 (negative
-  # data augmentation; the generator's misses are soft, uneven borders). Five
-  # GAN phases (run seeds 0-3) with the masked head: `test` all 0.860-0.894
-  # (mean 0.878) instead of 0.848-0.875 (0.867), held-out all 0.734-0.756
-  # (0.744) instead of 0.684-0.760 (0.727): a small gain, inside the seeds'
-  # spread (docs/shapes_default_job.md).
+  # data augmentation; the generator's misses are soft, uneven borders). GAN
+  # phases, run seeds 0-3, with the masked head: held-out all 0.734-0.775
+  # (mean 0.754) instead of 0.684-0.760 (0.726); `test` all 0.857-0.873
+  # (0.866) instead of 0.848-0.873 (0.863) (docs/shapes_default_job.md).
   config.loss.negative_weight = 0.5
 
   config.damsm.batch_size = 32
