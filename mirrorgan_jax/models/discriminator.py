@@ -125,18 +125,19 @@ class JointConv(nn.Module):
     w = self.param("kernel", orthogonal, (3, 3, c + nef, self.features), jnp.float32)
     w = w.astype(self.dtype)
     w_image, w_sentence = w[:, :, :c], w[:, :, c:]
-    distinct = []  # the feature batches, each once (by identity)
+    distinct, which = [], []  # each feature batch once (by identity); each part's index
     for x in parts:
-      if not any(x is y for y in distinct):
+      found = [k for k, y in enumerate(distinct) if x is y]
+      which.append(found[0] if found else len(distinct))
+      if not found:
         distinct.append(x)
     image = _stacked(lambda x: conv2d(x, w_image, 1, 1), tuple(distinct))
     h, wd = parts[0].shape[1:3]
     rows, cols = _valid_taps(h).astype(self.dtype), _valid_taps(wd).astype(self.dtype)
     out = []
-    for x, s in zip(parts, sentences):
+    for k, s in zip(which, sentences):
       taps = jnp.einsum("bk,xyko->bxyo", s.astype(self.dtype), w_sentence)
-      sentence_part = jnp.einsum("ix,jy,bxyo->bijo", rows, cols, taps)
-      out.append(image[next(k for k, y in enumerate(distinct) if x is y)] + sentence_part)
+      out.append(image[k] + jnp.einsum("ix,jy,bxyo->bijo", rows, cols, taps))
     return tuple(out)
 
 
