@@ -101,6 +101,11 @@ def get_config():
   # weight (negative data augmentation; mirrorgan_jax/negatives.py).
   config.loss.negative_weight = 0.0
   config.loss.negative_min_share = 0.3
+  # TRAIN.SMOOTH.LAMBDA: 0 in MirrorGAN, whose G loss has no DAMSM term. When
+  # > 0 (a deviation, shapes only), AttnGAN's: the frozen DAMSM encoders'
+  # word and sentence matching losses of the last stage's fakes against their
+  # captions join G's loss at this weight (AttnGAN: 5 CUB, 50 COCO).
+  config.loss.damsm_weight = 0.0
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
 

@@ -6,9 +6,14 @@
   wrong_captions       int32 (B, T), optional: a caption of another image, for
   wrong_caption_lens   the mismatched-pair term of the D loss
 
+  class_ids            int32 (B,), optional: read only with `loss.damsm_weight`,
+                       whose matching losses (as DAMSM's) do not count an image
+                       of the same class as a wrong match; without them every
+                       image is its own class
+
 The input pipeline (data/pipeline.py) yields images as uint8 on the host;
 `pipeline.device_batch` converts them on the device. Its batches also carry
-`class_ids`, `indices` and `wrong_indices`, which the step ignores.
+`indices` and `wrong_indices`, which the step ignores.
 
 `random_batch` fills it with random values for tests and benchmarks.
 """
@@ -39,4 +44,6 @@ def random_batch(config, seed: int = 0, wrong: bool = True) -> dict:
   }
   if wrong:
     batch["wrong_captions"], batch["wrong_caption_lens"] = random_captions(rng, b, t, v)
+  # drawn last, so that the draws above stay what they were; some repeat
+  batch["class_ids"] = rng.integers(0, max(b // 2, 1), b).astype(np.int32)
   return batch

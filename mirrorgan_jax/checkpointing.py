@@ -93,17 +93,25 @@ OTHER_CONFIG = ("written with another model config: its arrays' shapes differ fr
                 "config's (run with the config it was trained with)")
 
 
+def _stored_tree(state_dir: str) -> PyTree | None:
+  """The checkpoint's tree of array metadata (no array read), or None."""
+  try:
+    stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
+    return getattr(stored, "tree", stored)
+  except Exception:  # pylint: disable=broad-except
+    return None  # no readable metadata: the restore itself decides (and reports)
+
+
 def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
   """'name: stored S, this config T' for each array whose stored shape (from
   the checkpoint's metadata, no array read) differs from `abstract`'s, and for
   arrays only one side has. Checked before restoring: Orbax starts reading
   every array at once and, when one read fails, leaves the others pending,
   whose callbacks then print "Event loop is closed" tracebacks at exit."""
-  try:
-    stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
-    stored = ocp.tree.to_flat_dict(getattr(stored, "tree", stored))
-  except Exception:  # pylint: disable=broad-except
-    return []  # no readable metadata: the restore itself decides (and reports)
+  stored = _stored_tree(state_dir)
+  if stored is None:
+    return []
+  stored = ocp.tree.to_flat_dict(stored)
   wanted = ocp.tree.to_flat_dict(abstract)
   out = []
   # Parameters first: they say which layer differs; their optimizer moments follow.
@@ -120,6 +128,36 @@ def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
       out.append(f"{name}: stored {tuple(stored[path].shape)}, "
                  f"this config {tuple(wanted[path].shape)}")
   return out
+
+
+def as_stored(abstract: dict, stored: PyTree | None):
+  """(`abstract` as the checkpoint holds it, a function from what restores to
+  `abstract`'s types). A dataclass field added to a state after the checkpoint
+  was written, whose value holds no array (a network the config does not use,
+  as `{}`), is not in the checkpoint: Orbax refuses a tree with it, so it is
+  left out of the restore and given back as it is in `abstract`."""
+  if not isinstance(stored, dict) or not isinstance(abstract, dict):
+    return abstract, lambda out: out
+  added = {}
+  for item, value in abstract.items():
+    if dataclasses.is_dataclass(value) and isinstance(stored.get(item), dict):
+      names = [f.name for f in dataclasses.fields(value)
+               if f.name not in stored[item] and not jax.tree.leaves(getattr(value, f.name))]
+      if names:
+        added[item] = (type(value), {n: getattr(value, n) for n in names})
+  if not added:
+    return abstract, lambda out: out
+  shallow = dict(abstract)
+  for item, (_, fields) in added.items():
+    shallow[item] = {f.name: getattr(abstract[item], f.name)
+                     for f in dataclasses.fields(abstract[item]) if f.name not in fields}
+
+  def back(out):
+    out = dict(out)
+    for item, (cls, fields) in added.items():
+      out[item] = cls(**out[item], **fields)
+    return out
+  return shallow, back
 
 
 class _Manager(ocp.CheckpointManager):
@@ -212,10 +250,12 @@ class PhaseCheckpoints:
       try:
         meta = self.meta(step)
         abstract = abstract_for(meta)
-        differ = shape_mismatches(os.path.join(self.path(step), "state"), abstract)
+        state_dir = os.path.join(self.path(step), "state")
+        differ = shape_mismatches(state_dir, abstract)
         if differ:
           more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
           raise _OtherConfig("; ".join(differ[:3]) + more)
+        abstract, back = as_stored(abstract, _stored_tree(state_dir))
         items = {"state": ocp.args.StandardRestore(abstract),
                  "meta": ocp.args.JsonRestore()}
         # Converted checkpoints (convert/workdirs.py) have no iterator state:
@@ -239,7 +279,7 @@ class PhaseCheckpoints:
         logging.warning("using %s, the newest good checkpoint", self.path(step))
         if set_aside:
           self._set_aside(s for s in self.steps() if s > step)
-      return Restored(step, out["state"], dict(out["meta"]), self.path(step))
+      return Restored(step, back(out["state"]), dict(out["meta"]), self.path(step))
     if failures:
       raise CheckpointError("no checkpoint could be restored:\n  " + "\n  ".join(failures))
     return None

@@ -91,7 +91,7 @@ def check_config(config) -> None:
     r(f"optim.{f}", lambda v: v > 0, "a positive number")
   for f in ("b1", "b2"):
     r(f"optim.{f}", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-  for f in ("stream_weight", "kl_weight", "negative_weight"):
+  for f in ("stream_weight", "kl_weight", "negative_weight", "damsm_weight"):
     r(f"loss.{f}", lambda v: v >= 0, "a number >= 0")
   r("loss.negative_min_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   r("ema_decay", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")

@@ -31,6 +31,8 @@ class GANState:
   d: tuple[NetState, ...]  # one per stage
   text_encoder: PyTree  # frozen STEM parameters
   stream: PyTree  # frozen STREAM variables {'params', 'batch_stats'}
+  # frozen DAMSM image encoder variables for `loss.damsm_weight`; {} without it
+  image_encoder: PyTree = flax.struct.field(default_factory=dict)
 
 
 def all_finite(*trees) -> jax.Array:
@@ -79,13 +81,26 @@ def _net_state(variables, tx) -> NetState:
   return NetState(params, variables.get("batch_stats", {}), tx.init(params))
 
 
+def uses_damsm_loss(config) -> bool:
+  return bool(config.loss.get("damsm_weight", 0.0))
+
+
+def damsm_image_variables(config, damsm_state) -> PyTree:
+  """What the gan state keeps of a DAMSM phase's image encoder: its variables
+  where `loss.damsm_weight` asks for them, else nothing."""
+  if not uses_damsm_loss(config):
+    return {}
+  return {"params": damsm_state.image.params, "batch_stats": damsm_state.image.batch_stats}
+
+
 def init_gan_state(models: Models, config, key: jax.Array,
-                   pretrained: tuple[PyTree, PyTree] | None = None) -> GANState:
-  """All networks from one key. STEM and STREAM start random here, unless
-  `pretrained` gives them (text encoder params, STREAM variables): the trainer
-  passes the pretraining phases' ones, so that nothing is initialised only to
-  be replaced (for birds, a random ResNet-152). G and the Ds are the same
-  either way."""
+                   pretrained: tuple[PyTree, PyTree, PyTree] | None = None) -> GANState:
+  """All networks from one key. STEM, STREAM and (for `loss.damsm_weight`)
+  DAMSM's image encoder start random here, unless `pretrained` gives them
+  (text encoder params, STREAM variables, image encoder variables or {}): the
+  trainer passes the pretraining phases' ones, so that nothing is initialised
+  only to be replaced (for birds, a random ResNet-152). G and the Ds are the
+  same either way."""
   x = example_inputs(config)
   k_text, k_g, k_noise, k_stream, k_d = jax.random.split(key, 5)
   g = models.generator.init({"params": k_g, "noise": k_noise}, x["z"], x["sentence"],
@@ -98,8 +113,11 @@ def init_gan_state(models: Models, config, key: jax.Array,
   if pretrained is None:
     text = models.text_encoder.init(k_text, x["captions"], x["lengths"])["params"]
     stream = dict(models.captioner.init(k_stream, x["images"][-1], x["captions"]))
+    image = (dict(models.image_encoder.init(jax.random.fold_in(key, 6), x["images"][-1]))
+             if uses_damsm_loss(config) else {})  # fold_in: the five keys stay as they were
   else:
-    text, stream = pretrained
+    text, stream, image = pretrained
   g_state = _net_state(g, models.g_tx)
   return GANState(step=jnp.zeros((), jnp.int32), g=g_state, g_ema=g_state.params,
-                  d=ds, text_encoder=text, stream=stream)
+                  d=ds, text_encoder=text, stream=stream,
+                  image_encoder=image if uses_damsm_loss(config) else {})

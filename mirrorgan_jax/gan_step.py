@@ -6,7 +6,8 @@
 3. each discriminator is updated on the detached fakes (and, where
    `loss.negative_weight` is set, a deviation, on blurred real images too);
 4. the generator loss is computed through the *updated* discriminators plus the
-   frozen STREAM captioner's cross-entropy and the KL term;
+   frozen STREAM captioner's cross-entropy and the KL term (and, where
+   `loss.damsm_weight` is set, a deviation, AttnGAN's DAMSM matching losses);
 5. one generator update, then the EMA of its parameters;
 6. each network's update is kept only if it is finite: a non-finite loss,
    gradient or new state (parameters, Adam moments, BatchNorm statistics) of a
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mirrorgan_jax import losses, negatives
+from mirrorgan_jax import damsm, losses, negatives
 from mirrorgan_jax.factory import Models
 from mirrorgan_jax.gan_state import GANState, NetState, all_finite
 from mirrorgan_jax.models.text_encoder import padding_mask
@@ -101,6 +102,8 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   z_dim = config.model.z_dim
   negative_weight = float(config.loss.negative_weight)
   negative_min_share = float(config.loss.negative_min_share)
+  damsm_weight = float(config.loss.get("damsm_weight", 0.0))
+  gammas = (config.damsm.gamma1, config.damsm.gamma2, config.damsm.gamma3)
 
   def train_step(state: GANState, batch: Batch, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
@@ -168,6 +171,13 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       terms["g_stream"] = losses.caption_loss(cap_logits, captions, lengths)
       terms["g_kl"] = losses.kl_loss(mu, logvar)
       total = total + stream_weight * terms["g_stream"] + kl_weight * terms["g_kl"]
+      if damsm_weight:  # A deviation, off in birds/coco: AttnGAN's DAMSM term.
+        regions, code = models.image_encoder.apply(state.image_encoder, fakes[-1],
+                                                   train=False)
+        terms["g_damsm"] = damsm.damsm_losses(
+            regions, code, words, sentence, lengths,
+            batch.get("class_ids", jnp.arange(captions.shape[0])), *gammas)["loss"]
+        total = total + damsm_weight * terms["g_damsm"]
       return total, (terms, d_stats)
 
     with jax.named_scope("g_loss"):

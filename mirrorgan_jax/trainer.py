@@ -385,14 +385,17 @@ def _grow(fresh: gan_state.GANState, old: gan_state.GANState) -> gan_state.GANSt
                            for f in ("params", "batch_stats", "opt_state")))
   return fresh.replace(step=old.step, g=g, g_ema=param_groups.graft(fresh.g_ema, old.g_ema),
                        d=tuple(old.d) + tuple(fresh.d[len(old.d):]),
-                       text_encoder=old.text_encoder, stream=old.stream)
+                       text_encoder=old.text_encoder, stream=old.stream,
+                       image_encoder=old.image_encoder)
 
 
-def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segment]:
+def gan_segments(run: Run, pretrained, source_vocab) -> list[Segment]:
+  """pretrained: (text encoder params, STREAM variables, DAMSM image encoder
+  variables or {}), as `gan_state.init_gan_state` takes them."""
   config, mesh = run.config, run.mesh
-  rows = np.shape(text_params["embedding"]["embedding"])[0]
+  rows = np.shape(pretrained[0]["embedding"]["embedding"])[0]
   source_vocab.check_size(rows, "the DAMSM text encoder")
-  text_params, stream_vars = _replicated_copy(mesh, (text_params, stream_vars))
+  pretrained = _replicated_copy(mesh, pretrained)
   local_mesh = parallel.make_mesh(jax.local_devices())  # sampling: see _generate
   test = _gan_eval_captions(config, local_mesh)
   metric = config.eval.train_metric
@@ -412,7 +415,7 @@ def gan_segments(run: Run, text_params, stream_vars, source_vocab) -> list[Segme
         out_shardings=parallel.replicated(mesh)))
 
     def init(key, raw_init=raw_init):
-      return raw_init(key, _replicated_copy(mesh, (text_params, stream_vars)))
+      return raw_init(key, _replicated_copy(mesh, pretrained))
 
     def grow(old, init=init, n=n):
       return _compiled(run, "gan_grow", config, lambda _: jax.jit(
@@ -608,8 +611,9 @@ def _run_phases(config, workdir, phases, mesh, is_main, stop_after) -> dict:
       if is_main:  # generate and evaluate read it: no dataset needed to sample
         trained.save_vocabulary(workdir, source.vocab)
       stream_vars = {"params": streams.net.params, "batch_stats": streams.net.batch_stats}
-      out["gan"] = run_phase(r, "gan", gan_segments(r, texts.text.params, stream_vars,
-                                                    source.vocab),
+      pretrained = (texts.text.params, stream_vars,
+                    gan_state.damsm_image_variables(config, texts))
+      out["gan"] = run_phase(r, "gan", gan_segments(r, pretrained, source.vocab),
                              train_data=ds, key=keys["gan"])
   return out
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from configs import tiny
-from mirrorgan_jax import (factory, gan_state, gan_step, losses, negatives, parallel,
+from mirrorgan_jax import (damsm, factory, gan_state, gan_step, losses, negatives, parallel,
                            pretrain_steps)
 from mirrorgan_jax.models.text_encoder import padding_mask
 from mirrorgan_jax.batch import random_batch
@@ -135,6 +135,42 @@ def test_negatives_are_blurred_reals_scored_as_fakes_in_each_d_loss(config):
                                             "cond_wrong", "negative")}
     official = (t["real"] + t["cond_real"]) / 2 + (t["fake"] + t["cond_fake"] + t["cond_wrong"]) / 3
     assert metrics[f"d_loss_{i}"] == pytest.approx(official + 0.5 * t["negative"], rel=1e-5)
+
+
+def test_damsm_term_is_the_matching_loss_of_the_last_fakes_by_the_frozen_encoders(config):
+  """With `loss.damsm_weight` (AttnGAN's G term, a deviation) G's loss adds the
+  weight times DAMSM's word and sentence matching losses of the last stage's
+  fakes against their captions: the step's fakes, recomputed here from its
+  keys, through the image encoder in inference mode, pairs of the same class
+  not counted as wrong matches. The image encoder is never updated."""
+  c = tiny.get_config()
+  c.loss.damsm_weight = 2.0
+  models, mesh, init, step = build(c, jax.devices()[:1])
+  state0 = jax.device_get(init(jax.random.key(0)))
+  assert jax.tree.leaves(state0.image_encoder)
+  batch = random_batch(c)
+  new, metrics = jax.device_get(step(init(jax.random.key(0)),
+                                     parallel.global_batch(mesh, batch), KEY))
+  z_key, noise_key = jax.random.split(jax.random.fold_in(KEY, 0))
+  caps, lens = jnp.asarray(batch["captions"]), jnp.asarray(batch["caption_lens"])
+  words, sent = gan_step.encode_text(models, state0.text_encoder, caps, lens)
+  z = jax.random.normal(z_key, (caps.shape[0], c.model.z_dim))
+  (fakes, _, _, _), _ = models.generator.apply(
+      {"params": state0.g.params, "batch_stats": state0.g.batch_stats}, z, sent, words,
+      padding_mask(lens, caps.shape[1]), train=True, rngs={"noise": noise_key},
+      mutable=["batch_stats"])
+  regions, code = models.image_encoder.apply(state0.image_encoder, fakes[-1], train=False)
+  gammas = (c.damsm.gamma1, c.damsm.gamma2, c.damsm.gamma3)
+  want = damsm.damsm_losses(regions, code, words, sent, lens, batch["class_ids"], *gammas)
+  assert metrics["g_damsm"] == pytest.approx(float(want["loss"]), rel=1e-4)
+  unmasked = damsm.damsm_losses(regions, code, words, sent, lens,
+                                jnp.arange(caps.shape[0]), *gammas)["loss"]
+  assert abs(float(unmasked) - float(want["loss"])) > 1e-3  # the class ids matter here
+  total = (sum(metrics[f"g_adv_{i}"] for i in range(c.model.num_stages))
+           + c.loss.stream_weight * metrics["g_stream"] + c.loss.kl_weight * metrics["g_kl"]
+           + 2.0 * metrics["g_damsm"])
+  assert metrics["g_loss"] == pytest.approx(float(total), rel=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, new.image_encoder, state0.image_encoder)
 
 
 def test_repeated_iterations_on_one_batch_lower_the_d_loss(config, one_device):
@@ -399,7 +435,8 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   assert temp < 1.2 * trained_bytes, (temp, trained_bytes)
 
 
-def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
+@pytest.mark.parametrize("damsm_weight", [None, 2.0])
+def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weight):
   """The step differentiates G's loss through `jax.vjp` of its single forward
   pass. Here the same loss is written out from the public pieces (G forward,
   D updates by `jax.grad` of the D losses, the adversarial, STREAM and KL
@@ -412,7 +449,11 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
   off), 2 of G's 16,384 largest-leaf first moments differ by 2.1e-7 (bit-equal
   when both programs are optimised, measured 2026-12-01 and -02); the
   tolerances leave XLA that room to reassociate sums, far below what a wrong
-  term or scale of the gradient changes."""
+  term or scale of the gradient changes. Once with the tiny config as it is,
+  once with AttnGAN's DAMSM term."""
+  config = tiny.get_config()
+  if damsm_weight is not None:
+    config.loss.damsm_weight = damsm_weight
   models, mesh, init, step = build(config, jax.devices()[:1])
   batch = random_batch(config)
   state = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)[0])
@@ -459,7 +500,13 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(config):
         (u, c), _ = disc.apply(variables, fake, sent, mutable=["batch_stats"])
         total += losses.generator_adversarial_loss(u, c)
       captions = models.captioner.apply(state.stream, fakes[-1], caps)
-      return total + config.loss.stream_weight * losses.caption_loss(captions, caps, lens)
+      total += config.loss.stream_weight * losses.caption_loss(captions, caps, lens)
+      if config.loss.damsm_weight:  # AttnGAN's term, where the config sets it
+        regions, code = models.image_encoder.apply(state.image_encoder, fakes[-1], train=False)
+        total += config.loss.damsm_weight * damsm.damsm_losses(
+            regions, code, words, sent, lens, batch["class_ids"], config.damsm.gamma1,
+            config.damsm.gamma2, config.damsm.gamma3)["loss"]
+      return total
 
     grads = jax.grad(g_loss)(state.g.params)
     updates, opt_state = models.g_tx.update(grads, state.g.opt_state, state.g.params)

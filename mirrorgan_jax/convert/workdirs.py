@@ -149,7 +149,8 @@ def write_generator(out: str, config, g_vars, sources, step: int = 0) -> str:
   state = GANState(step=jnp.asarray(step, jnp.int32),
                    g=NetState(params, g_vars["batch_stats"], models.g_tx.init(params)),
                    g_ema=params, d=ds, text_encoder=damsm.state.text.params,
-                   stream=stream_vars)
+                   stream=stream_vars, image_encoder=gan_state.damsm_image_variables(
+                       config, damsm.state))
   return _save(out, "gan", config, state, step, False, sources, **extra)
 
 
