@@ -99,7 +99,7 @@ def _stored_tree(state_dir: str) -> PyTree | None:
     stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
     return getattr(stored, "tree", stored)
   except Exception:  # pylint: disable=broad-except
-    return None  # no readable metadata: the restore itself decides (and reports)
+    return None
 
 
 def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
@@ -108,9 +108,12 @@ def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
   arrays only one side has. Checked before restoring: Orbax starts reading
   every array at once and, when one read fails, leaves the others pending,
   whose callbacks then print "Event loop is closed" tracebacks at exit."""
-  stored = _stored_tree(state_dir)
+  return _mismatches(_stored_tree(state_dir), abstract)
+
+
+def _mismatches(stored: PyTree | None, abstract: PyTree) -> list[str]:
   if stored is None:
-    return []
+    return []  # no readable metadata: the restore itself decides (and reports)
   stored = ocp.tree.to_flat_dict(stored)
   wanted = ocp.tree.to_flat_dict(abstract)
   out = []
@@ -250,12 +253,12 @@ class PhaseCheckpoints:
       try:
         meta = self.meta(step)
         abstract = abstract_for(meta)
-        state_dir = os.path.join(self.path(step), "state")
-        differ = shape_mismatches(state_dir, abstract)
+        stored = _stored_tree(os.path.join(self.path(step), "state"))  # read once
+        differ = _mismatches(stored, abstract)
         if differ:
           more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
           raise _OtherConfig("; ".join(differ[:3]) + more)
-        abstract, back = as_stored(abstract, _stored_tree(state_dir))
+        abstract, back = as_stored(abstract, stored)
         items = {"state": ocp.args.StandardRestore(abstract),
                  "meta": ocp.args.JsonRestore()}
         # Converted checkpoints (convert/workdirs.py) have no iterator state:
