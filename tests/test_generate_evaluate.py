@@ -13,6 +13,8 @@ from PIL import Image
 
 from configs import tiny
 from mirrorgan_jax import evaluate, generate, trainer
+from mirrorgan_jax.config_check import stage_sizes
+from mirrorgan_jax.data import sources
 from mirrorgan_jax.metrics import inception_net
 from mirrorgan_jax.sampling import batched, example_keys
 
@@ -246,7 +248,18 @@ def test_shape_reading_reports_both_readers_on_both_splits(workdir):
   for split in shape_reading.SPLITS:
     mine = [l for l in lines if l.startswith(f"{split}:")]
     assert sum("STREAM reads" in l for l in mine) == 2  # real and generated
-    assert any("scorer reads generated" in l for l in mine)
+    for what in ("real", "generated"):
+      assert any(f"scorer reads {what}" in l for l in mine)
+  # The real lines are the scorer on the split's own images at the last stage size.
+  config = generate.TextToImage(workdir).config
+  sizes = stage_sizes(config)
+  source = sources.make_source(config, "test", sizes[-1], sizes)
+  caps = evaluate.first_captions(source, 10, config.text.words_num)
+  counts, _ = shape_reading.scorer_reading(
+      [source.example(int(i)).stages[-1] for i in caps.images], caps.texts)
+  for kind, count in counts.items():
+    assert any(l.startswith(f"test: the scorer reads real {kind} objects right "
+                            f"{shape_reading._rates(count)};") for l in lines)
     for l in mine:  # "... right 0.400: circle 0.50 (n=4), ..."
       rate = float(l.split(" right ")[1].split(":")[0])
       assert 0.0 <= rate <= 1.0
