@@ -1,5 +1,5 @@
-"""Who reads which shape (shapes only): the run's STREAM captioner on real and
-generated images, and the scorer on generated ones, object by object.
+"""Who reads which shape (shapes only): the run's STREAM captioner and the
+scorer, on real and generated images, object by object.
 
     python -m mirrorgan_jax.metrics.shape_reading --workdir W [--captions 1000]
 
@@ -7,13 +7,13 @@ The alignment report says how often a generated shape is right; this says
 where it goes wrong, and how often the scorer reads the real images of the
 same captions right at the run's last stage size (the ceiling: at 32 px it
 reads real small one-object squares right 0.87 of the time). STREAM is
-teacher-forced on each caption and, at each
-word naming a shape, its probability is summed over that shape's synonyms
-("circle", "disk", "round"): an exact-word accuracy would count "disk" for
-"circle" as wrong. Should STREAM misread real images, the generator is taught
-the wrong shape; should it read the generated images as the caption says
-while the scorer does not, the generator satisfies STREAM without drawing
-the shape (docs/shapes_default_job.md).
+teacher-forced on each caption and, at each word naming a shape, its
+probability is summed over that shape's synonyms ("circle", "disk",
+"round"): an exact-word accuracy would count "disk" for "circle" as wrong.
+Should STREAM misread real images, the generator is taught the wrong shape;
+should it read the generated images as the caption says while the scorer
+does not, the generator satisfies STREAM without drawing the shape
+(docs/shapes_default_job.md).
 """
 
 import argparse
