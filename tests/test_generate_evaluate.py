@@ -241,7 +241,7 @@ def test_fid_ranks_checkpoints_during_training(workdir, tmp_path, caplog):
              for n in os.listdir(os.path.join(wd, "eval")))
 
 
-def test_shape_reading_reports_both_readers_on_both_splits(workdir):
+def test_shape_reading_reports_both_readers_on_both_splits(workdir, model):
   from mirrorgan_jax.metrics import shape_reading  # pylint: disable=import-outside-toplevel
   lines = shape_reading.report(workdir, captions=10).splitlines()
   assert "gan step" in lines[0]
@@ -251,7 +251,7 @@ def test_shape_reading_reports_both_readers_on_both_splits(workdir):
     for what in ("real", "generated"):
       assert any(f"scorer reads {what}" in l for l in mine)
   # The real lines are the scorer on the split's own images at the last stage size.
-  config = generate.TextToImage(workdir).config
+  config = model.config
   sizes = stage_sizes(config)
   source = sources.make_source(config, "test", sizes[-1], sizes)
   caps = evaluate.first_captions(source, 10, config.text.words_num)
