@@ -93,7 +93,7 @@ OTHER_CONFIG = ("written with another model config: its arrays' shapes differ fr
                 "config's (run with the config it was trained with)")
 
 
-def _stored_tree(state_dir: str) -> PyTree | None:
+def stored_tree(state_dir: str) -> PyTree | None:
   """The checkpoint's tree of array metadata (no array read), or None."""
   try:
     stored = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir))
@@ -102,16 +102,13 @@ def _stored_tree(state_dir: str) -> PyTree | None:
     return None
 
 
-def shape_mismatches(state_dir: str, abstract: PyTree) -> list[str]:
-  """'name: stored S, this config T' for each array whose stored shape (from
-  the checkpoint's metadata, no array read) differs from `abstract`'s, and for
-  arrays only one side has. Checked before restoring: Orbax starts reading
-  every array at once and, when one read fails, leaves the others pending,
-  whose callbacks then print "Event loop is closed" tracebacks at exit."""
-  return _mismatches(_stored_tree(state_dir), abstract)
-
-
-def _mismatches(stored: PyTree | None, abstract: PyTree) -> list[str]:
+def shape_mismatches(stored: PyTree | None, abstract: PyTree) -> list[str]:
+  """'name: stored S, this config T' for each array whose shape in `stored`
+  (`stored_tree`: the checkpoint's metadata, no array read) differs from
+  `abstract`'s, and for arrays only one side has. Checked before restoring:
+  Orbax starts reading every array at once and, when one read fails, leaves
+  the others pending, whose callbacks then print "Event loop is closed"
+  tracebacks at exit."""
   if stored is None:
     return []  # no readable metadata: the restore itself decides (and reports)
   stored = ocp.tree.to_flat_dict(stored)
@@ -253,8 +250,8 @@ class PhaseCheckpoints:
       try:
         meta = self.meta(step)
         abstract = abstract_for(meta)
-        stored = _stored_tree(os.path.join(self.path(step), "state"))  # read once
-        differ = _mismatches(stored, abstract)
+        stored = stored_tree(os.path.join(self.path(step), "state"))  # read once
+        differ = shape_mismatches(stored, abstract)
         if differ:
           more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
           raise _OtherConfig("; ".join(differ[:3]) + more)

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, shape_mismatches
+from mirrorgan_jax.checkpointing import (CheckpointError, PhaseCheckpoints, shape_mismatches,
+                                         stored_tree)
 
 
 def _save(ckpt, step, metric):
@@ -82,7 +83,7 @@ def test_shape_mismatches_names_every_differing_and_missing_array(tmp_path):
                          "c": jax.ShapeDtypeStruct((1,), jnp.float32)},
               "opt": {"a": jax.ShapeDtypeStruct((2, 5), jnp.float32)},
               "key": jax.eval_shape(lambda: jax.random.key(1))}
-  assert shape_mismatches(str(tmp_path / "1" / "state"), abstract) == [
+  assert shape_mismatches(stored_tree(str(tmp_path / "1" / "state")), abstract) == [
       "params.a: stored (2, 3), this config (2, 5)",
       "params.b: stored (4,), not in this config",
       "params.c: not stored, this config (1,)",
@@ -96,8 +97,9 @@ def test_a_checkpoint_without_readable_metadata_is_left_to_the_restore(tmp_path)
   state = tmp_path / "1" / "state"
   for f in state.rglob("_METADATA"):  # the tree metadata only; the arrays stay
     f.unlink()
-  assert shape_mismatches(str(state), {"x": jax.ShapeDtypeStruct((3,), jnp.float32)}) == []
-  assert shape_mismatches(str(tmp_path / "missing"), {}) == []
+  assert shape_mismatches(stored_tree(str(state)),
+                          {"x": jax.ShapeDtypeStruct((3,), jnp.float32)}) == []
+  assert shape_mismatches(stored_tree(str(tmp_path / "missing")), {}) == []
 
 
 def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path):
