@@ -116,6 +116,12 @@ def get_config():
   # ((0, 1), (20000, 2), (40000, 3)) starts with the first stage and adds one
   # generator stage and its discriminator at each listed step.
   config.gan.stages = ()
+  # Official, 0: the EMA generator samples with the live generator's BatchNorm
+  # running statistics. Deviation when N > 0 (shapes only): with statistics of
+  # the EMA parameters themselves, the mean of N batches' of training captions
+  # (as SWA's update_bn), recomputed before each checkpoint, sample grid and
+  # report (mirrorgan_jax/sampling.py).
+  config.gan.ema_bn_batches = 0
 
   # The training program (train.py).
   config.train = ml_collections.ConfigDict()

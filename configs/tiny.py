@@ -34,6 +34,7 @@ def get_config():
   config.stream.batch_size = 8
   config.stream.num_steps = 2
   config.gan.num_steps = 2
+  config.gan.ema_bn_batches = 2  # the shapes deviation, on few batches
   config.train.log_every = 1
   config.train.checkpoint_every = 1
   config.train.sample_every = 2

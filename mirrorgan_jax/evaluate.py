@@ -70,6 +70,15 @@ def protocol_captions(source, num_images: int, seed: int, words_num: int) -> Cap
   return _encode(source, pairs, words_num)
 
 
+def drawn_captions(source, count: int, seed: int, words_num: int) -> Captions:
+  """`count` captions, each of its own image while the split has enough
+  (then round again), images and captions drawn by a generator seeded with `seed`."""
+  rng = np.random.default_rng([seed, 2])
+  images = np.resize(rng.permutation(len(source)), count)
+  return _encode(source, [(int(i), int(rng.integers(source.captions_per_image)))
+                          for i in images], words_num)
+
+
 def first_captions(source, count: int, words_num: int) -> Captions:
   """The first `count` captions, image-major (the training report's order)."""
   per = source.captions_per_image

@@ -33,6 +33,10 @@ class GANState:
   stream: PyTree  # frozen STREAM variables {'params', 'batch_stats'}
   # frozen DAMSM image encoder variables for `loss.damsm_weight`; {} without it
   image_encoder: PyTree = flax.struct.field(default_factory=dict)
+  # BatchNorm statistics of the EMA generator itself for `gan.ema_bn_batches`
+  # (refreshed by the trainer before each checkpoint and sample; the step
+  # never reads them); {} without it: sampling uses the live G's (official).
+  g_ema_stats: PyTree = flax.struct.field(default_factory=dict)
 
 
 def all_finite(*trees) -> jax.Array:
@@ -93,6 +97,11 @@ def damsm_image_variables(config, damsm_state) -> PyTree:
   return {"params": damsm_state.image.params, "batch_stats": damsm_state.image.batch_stats}
 
 
+def uses_ema_stats(config) -> bool:
+  """Whether the EMA generator keeps BatchNorm statistics of its own."""
+  return int(config.gan.get("ema_bn_batches", 0)) > 0
+
+
 def init_gan_state(models: Models, config, key: jax.Array,
                    pretrained: tuple[PyTree, PyTree, PyTree] | None = None) -> GANState:
   """All networks from one key. STEM, STREAM and (for `loss.damsm_weight`)
@@ -120,4 +129,5 @@ def init_gan_state(models: Models, config, key: jax.Array,
   g_state = _net_state(g, models.g_tx)
   return GANState(step=jnp.zeros((), jnp.int32), g=g_state, g_ema=g_state.params,
                   d=ds, text_encoder=text, stream=stream,
-                  image_encoder=image if uses_damsm_loss(config) else {})
+                  image_encoder=image if uses_damsm_loss(config) else {},
+                  g_ema_stats=g_state.batch_stats if uses_ema_stats(config) else {})

@@ -33,7 +33,7 @@ from mirrorgan_jax.guarded_step import gan_train_step, guard_nonfinite
 from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
 from mirrorgan_jax.sampling import batched, example_keys, local_replica, make_sampler
-from mirrorgan_jax.sampling import sampling_params
+from mirrorgan_jax.sampling import make_ema_stats, sampling_params
 
 PHASES = ("damsm", "stream", "gan")
 SAMPLE_CAPTIONS = 8  # rows of the sample grid
@@ -94,6 +94,9 @@ class Segment:
   evaluate: Callable | None = None  # state -> metric, lower is better
   samples: Callable | None = None  # (state, iteration, RunLog) -> None
   report: Callable | None = None  # (state, iteration, RunLog) -> None, at the phase's end
+  # state -> state, before a checkpoint, samples or the report read it
+  # (gan.ema_bn_batches: the EMA generator's own BatchNorm statistics)
+  refresh: Callable | None = None
 
 
 class _StopFlag:
@@ -283,6 +286,8 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       if run.stop.reason or (run.stop_after is not None and run.iterations >= run.stop_after):
         check_pending()
         if last_good != ckpt.path(iteration):  # not saved at this iteration already
+          if seg.refresh is not None:
+            state = seg.refresh(state)
           save(iteration, metrics=last_metrics)
         ckpt.wait()
         raise Preempted(f"{phase}: stopped at iteration {iteration} "
@@ -306,6 +311,9 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       sample_now = seg.samples is not None and (due(tc.sample_every) or iteration == total)
       if due(tc.log_every) or sample_now or due(tc.checkpoint_every) or iteration == total:
         check_pending()
+      if seg.refresh is not None and (sample_now or due(tc.checkpoint_every)
+                                      or iteration == total):
+        state = seg.refresh(state)
       if due(tc.log_every) or iteration == total:
         last_metrics = _metrics_line(_host(metrics))
         now = time.perf_counter()
@@ -405,6 +413,7 @@ def gan_segments(run: Run, pretrained, source_vocab) -> list[Segment]:
   if metric == "fid":
     from mirrorgan_jax import evaluate  # pylint: disable=import-outside-toplevel
     fid_metric = evaluate.TrainingFid(config, run.workdir, run.is_main)
+  stats_captions = _ema_stats_captions(config, mesh) if gan_state.uses_ema_stats(config) else None
   segments = []
   for start, n in stage_schedule(config):
     cn = ml_collections.ConfigDict(config.to_dict())
@@ -426,6 +435,13 @@ def gan_segments(run: Run, pretrained, source_vocab) -> list[Segment]:
         make_sampler(m, c)))
     step = _compiled(run, f"gan_step_{n}", cn, lambda c, m=models: parallel.jit_train_step(
         gan_train_step(m, c), mesh))
+    refresh = None
+    if stats_captions is not None:
+      ema_stats = _compiled(run, f"gan_ema_stats_{n}", cn, lambda c, m=models: jax.jit(
+          make_ema_stats(m, c), out_shardings=parallel.replicated(mesh)))
+
+      def refresh(s, ema_stats=ema_stats):
+        return s.replace(g_ema_stats=ema_stats(s, *stats_captions))
     segments.append(Segment(
         start, n, init, step, grow=grow if segments else None,
         evaluate={"alignment": lambda s, sampler=sampler: _alignment_metric(s, sampler, test),
@@ -434,8 +450,23 @@ def gan_segments(run: Run, pretrained, source_vocab) -> list[Segment]:
         samples=lambda s, it, log, sampler=sampler: _log_samples(
             s, it, log, sampler, test, source_vocab, run.workdir),
         report=(lambda s, it, log, sampler=sampler: _alignment_report(
-            s, it, log, sampler, config, local_mesh)) if config.dataset == "shapes" else None))
+            s, it, log, sampler, config, local_mesh)) if config.dataset == "shapes" else None,
+        refresh=refresh))
   return segments
+
+
+def _ema_stats_captions(config, mesh):
+  """(captions (K, B, T), lengths (K, B), the run's seed), replicated on
+  `mesh`: what `sampling.make_ema_stats` draws the EMA generator's BatchNorm
+  statistics with, K = gan.ema_bn_batches batches of the training batch size
+  of fixed training captions, each of its own image."""
+  from mirrorgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+  pc = phase_config(config, "gan")
+  source, _ = pipeline.from_config(pc, "train", train=False, process_index=0, process_count=1)
+  k, b = pc.gan.ema_bn_batches, pc.batch_size
+  caps = evaluate.drawn_captions(source, k * b, config.seed, pc.text.words_num)
+  return _replicated_copy(mesh, (caps.ids.reshape(k, b, -1), caps.lens.reshape(k, b),
+                                 np.int32(config.seed)))
 
 
 def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT_CAPTIONS):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from mirrorgan_jax import factory, generate, trainer
+from mirrorgan_jax import factory, generate, sampling, trainer
 from mirrorgan_jax.checkpointing import PhaseCheckpoints
 from mirrorgan_jax.data import shapes_scorer
 from mirrorgan_jax.sampling import example_keys
@@ -95,6 +95,25 @@ def test_every_phase_runs_and_leaves_its_records(whole):
   assert shown["samples/stages"].shape[0] >= trainer.SAMPLE_CAPTIONS * 128
   report = [x for x in lines if "alignment/test_heldout/color" in x]
   assert len(report) == 1 and report[0]["step"] == 4 and report[0]["alignment/test/n"] == 80
+
+
+def test_the_checkpoint_keeps_the_ema_generators_own_statistics_of_its_step(whole):
+  """gan.ema_bn_batches (on in tiny): the last checkpoint holds the statistics
+  of its own EMA parameters, refreshed at that step, not an earlier step's
+  nor the live generator's."""
+  workdir, out = whole
+  c = growth_config()
+  state = generate.TextToImage(workdir)
+  mesh = state.mesh
+  models = factory.create_models(c)
+  captions = trainer._ema_stats_captions(c, mesh)  # pylint: disable=protected-access
+  assert captions[0].shape == (c.gan.ema_bn_batches, c.batch_size, c.text.words_num)
+  expected = jax.jit(sampling.make_ema_stats(models, c))(out["gan"], *captions)
+  for kept, want in zip(leaves(out["gan"].g_ema_stats), leaves(expected)):
+    np.testing.assert_allclose(kept, want, rtol=1e-6, atol=1e-7)
+  assert_bitwise_equal(state.params["batch_stats"], out["gan"].g_ema_stats)  # what sampling uses
+  live = leaves(out["gan"].g.batch_stats)
+  assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(leaves(expected), live))
 
 
 def test_programs_a_phase_runs_once_hold_no_executable_after(whole):

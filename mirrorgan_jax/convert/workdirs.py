@@ -150,7 +150,9 @@ def write_generator(out: str, config, g_vars, sources, step: int = 0) -> str:
                    g=NetState(params, g_vars["batch_stats"], models.g_tx.init(params)),
                    g_ema=params, d=ds, text_encoder=damsm.state.text.params,
                    stream=stream_vars, image_encoder=gan_state.damsm_image_variables(
-                       config, damsm.state))
+                       config, damsm.state),
+                   # The file's statistics until a GAN phase recomputes them.
+                   g_ema_stats=g_vars["batch_stats"] if gan_state.uses_ema_stats(config) else {})
   return _save(out, "gan", config, state, step, False, sources, **extra)
 
 

@@ -38,8 +38,11 @@ def torch_bias_init(fan_in: int):
   return uniform_init(1.0 / fan_in**0.5)
 
 
+BN_MOMENTUM = 0.9  # Flax's convention: PyTorch's momentum 0.1
+
+
 def batch_norm(train: bool, dtype: Dtype, name: str | None = None,
-               momentum: float = 0.9) -> nn.BatchNorm:
+               momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5)."""
   return nn.BatchNorm(use_running_average=not train, momentum=momentum,
                       epsilon=1e-5, dtype=dtype, scale_init=bn_scale_init,
