@@ -38,8 +38,9 @@ def make_ema_stats(models: Models, config) -> Callable:
   batch's own statistics, as SWA's `update_bn` recomputes them for averaged
   weights. The live G's running statistics (official) belong to other weights:
   with them the shapes default's EMA generator drew about 0.01 fewer captions
-  right on each test split (six runs; docs/shapes_default_job.md). The noise comes from a key fixed by the
-  int32 `seed` (the run's): the statistics are a function of the parameters."""
+  right on each test split (six runs; docs/shapes_default_job.md). The noise
+  comes from a key fixed by the int32 `seed` (the run's): the statistics are a
+  function of the parameters."""
   z_dim = config.model.z_dim
 
   def one_batch(state, captions, lengths, key):
