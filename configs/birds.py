@@ -122,6 +122,13 @@ def get_config():
   # (as SWA's update_bn), recomputed before each checkpoint, sample grid and
   # report (mirrorgan_jax/sampling.py).
   config.gan.ema_bn_batches = 0
+  # Official, 1 and 1: the sampler (the sample grids, the report, generate,
+  # evaluate) draws z ~ N(0, I) and conditioning augmentation's c = mu + sigma
+  # eps as in training. Deviation when below 1 (shapes only): z and eps scaled
+  # by these (0: the mean code mu), less variety for closer drawing of the
+  # caption; training never reads them (mirrorgan_jax/sampling.py).
+  config.gan.sample_z_scale = 1.0
+  config.gan.sample_ca_noise = 1.0
 
   # The training program (train.py).
   config.train = ml_collections.ConfigDict()

@@ -96,6 +96,8 @@ def check_config(config) -> None:
   r("loss.negative_min_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   r("ema_decay", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   r("gan.ema_bn_batches", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+  for f in ("sample_z_scale", "sample_ca_noise"):
+    r(f"gan.{f}", lambda v: v >= 0, "a number >= 0")
   r("dataset", lambda v: v in DATASETS, f"one of {DATASETS}")
   r("data.data_dir", lambda v: isinstance(v, str) and v, "a folder path")
   r("data.manual_dir", lambda v: isinstance(v, str), "a folder path or ''")

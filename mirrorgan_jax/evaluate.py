@@ -32,7 +32,7 @@ from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data import image_ops, shapes_scorer, sources
 from mirrorgan_jax.data.vocab import encode_caption
-from mirrorgan_jax.generate import TextToImage
+from mirrorgan_jax.generate import TextToImage, add_noise_arguments
 from mirrorgan_jax.metrics import fid, inception_net, inception_score, r_precision
 from mirrorgan_jax.sampling import batched, example_keys, local_replica
 
@@ -253,9 +253,11 @@ class TrainingFid:
 def evaluate(location: str, metrics=METRICS, *, num_images: int = 30_000, seed: int = 0,
              checkpoint: str = "latest", inception_weights: str | None = None,
              fid_stats: str | None = None, data_dir: str | None = None,
-             batch_size: int | None = None, damsm_weights: str | None = None) -> dict:
+             batch_size: int | None = None, damsm_weights: str | None = None,
+             z_scale: float | None = None, ca_noise: float | None = None) -> dict:
   """Computes `metrics` for the model at `location`; returns the report dict
-  (also written to <workdir>/eval/<step>.json when there is a workdir)."""
+  (also written to <workdir>/eval/<step>.json when there is a workdir).
+  `z_scale` and `ca_noise` override the run's sampling noise (TextToImage)."""
   metrics = tuple(metrics)
   unknown = sorted(set(metrics) - set(METRICS))
   if unknown or not metrics:
@@ -263,14 +265,15 @@ def evaluate(location: str, metrics=METRICS, *, num_images: int = 30_000, seed: 
   if num_images < 10 and {"is", "fid", "rprecision"} & set(metrics):
     raise ValueError(f"--num-images={num_images}: IS and R-precision use 10 splits; "
                      f"give at least 10 (the protocol uses 30000)")
-  t2i = TextToImage(location, checkpoint=checkpoint, batch_size=batch_size)
+  t2i = TextToImage(location, checkpoint=checkpoint, batch_size=batch_size, z_scale=z_scale,
+                    ca_noise=ca_noise)
   config = t2i.config
   if data_dir:
     config.data.data_dir = data_dir
   ev = config.get("eval", {})
   weights = inception_weights if inception_weights is not None else ev.get("inception_weights", "")
   report = {"checkpoint": t2i.path, "step": t2i.step, "seed": seed, "dataset": config.dataset,
-            "metrics": {}}
+            "sampling": t2i.sampling_noise(), "metrics": {}}
   eval_dir = None
   workdir = trained.locate(location, "gan").workdir
   if workdir:
@@ -344,6 +347,10 @@ def _r_precision(damsm, source, caps: Captions, image_codes, seed: int, words_nu
 
 def format_table(report: dict) -> str:
   lines = [f"checkpoint {report['checkpoint']} (step {report['step']}), seed {report['seed']}"]
+  noise = report.get("sampling", {})
+  if any(v != 1.0 for v in noise.values()):  # a report of the official sampler says nothing
+    lines.append(f"sampling noise scaled: z {noise['z_scale']:g}, "
+                 f"conditioning augmentation {noise['ca_noise']:g} (official: 1, 1)")
   m = report["metrics"]
   flag = lambda r: "" if "UNCALIBRATED" not in r["network"] else f"  {inception_net.UNCALIBRATED}"  # noqa: E731
   if "is" in m:
@@ -388,13 +395,15 @@ def main(argv=None) -> int:
   parser.add_argument("--fid-stats", default=None, help="real statistics .npz (mu, sigma)")
   parser.add_argument("--data-dir", default=None, help="override config.data.data_dir")
   parser.add_argument("--batch-size", type=int, default=None)
+  add_noise_arguments(parser)
   args = parser.parse_args(argv)
   try:
     report = evaluate(args.workdir, [m.strip() for m in args.metrics.split(",") if m.strip()],
                       num_images=args.num_images, seed=args.seed, checkpoint=args.checkpoint,
                       inception_weights=args.inception_weights, fid_stats=args.fid_stats,
                       data_dir=args.data_dir, batch_size=args.batch_size,
-                      damsm_weights=args.damsm_weights)
+                      damsm_weights=args.damsm_weights, z_scale=args.z_scale,
+                      ca_noise=args.ca_noise)
   except (ValueError, OSError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -34,7 +34,8 @@ from mirrorgan_jax import factory, parallel, summaries, trained
 from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data.vocab import encode_texts
-from mirrorgan_jax.sampling import batched, example_keys, make_sampler, sampling_params
+from mirrorgan_jax.sampling import (batched, example_keys, make_sampler, sampling_noise,
+                                    sampling_params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +70,18 @@ class TextToImage:
   batched and sharded over `devices` (default: all local devices)."""
 
   def __init__(self, location: str, *, checkpoint: str = "latest", devices=None,
-               batch_size: int | None = None):
+               batch_size: int | None = None, z_scale: float | None = None,
+               ca_noise: float | None = None):
     self.mesh = parallel.make_mesh(devices if devices is not None else jax.local_devices())
     restored = trained.restore(location, "gan", which=checkpoint, mesh=self.mesh)
     self.config, self.step, self.path = restored.config, restored.step, restored.path
+    # The sampling noise: the run's (gan.sample_z_scale, gan.sample_ca_noise) unless given.
+    for name, value in (("z_scale", z_scale), ("ca_noise", ca_noise)):
+      if value is not None:
+        if not value >= 0:
+          raise ValueError(f"{name} (--{name.replace('_', '-')}) = {value}: must be a "
+                           f"number >= 0 (1: the official sampler)")
+        self.config.gan[f"sample_{name}"] = float(value)
     self.vocab = trained.load_vocabulary(restored.workdir, self.config)
     params = sampling_params(restored.state)
     self.vocab.check_size(np.shape(params["text_encoder"]["embedding"]["embedding"])[0],
@@ -83,6 +92,11 @@ class TextToImage:
     n = self.mesh.size
     self.batch_size = -(-(batch_size or self.config.batch_size) // n) * n
     self.sizes = stage_sizes(self.config)
+
+  def sampling_noise(self) -> dict:
+    """The scales of z and of conditioning augmentation's noise this model samples with."""
+    z_scale, ca_noise = sampling_noise(self.config)
+    return {"z_scale": z_scale, "ca_noise": ca_noise}
 
   def encode(self, texts: Sequence[str], names: Sequence[str] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +208,16 @@ def write_samples(out: str, texts: Sequence[str], result: Samples, *,
   return written
 
 
+def add_noise_arguments(parser) -> None:
+  """--z-scale and --ca-noise, for generate and evaluate."""
+  parser.add_argument("--z-scale", type=float, default=None,
+                      help="z ~ N(0, I) scaled by this (default: the run's "
+                           "config.gan.sample_z_scale; 1 official)")
+  parser.add_argument("--ca-noise", type=float, default=None,
+                      help="conditioning augmentation's noise scaled by this, 0 for its mean "
+                           "(default: the run's config.gan.sample_ca_noise; 1 official)")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m mirrorgan_jax.generate", description=__doc__.split("\n\n")[0])
@@ -214,6 +238,7 @@ def main(argv=None) -> int:
                       help="also write word-attention maps, enlarged, with the caption "
                            "(<n>_attention.png)")
   parser.add_argument("--batch-size", type=int, default=None)
+  add_noise_arguments(parser)
   args = parser.parse_args(argv)
   # Arguments first: nothing is sampled for an output that cannot be written.
   bad = [f"{name}={value}: must be at least 1" for name, value in (
@@ -230,7 +255,8 @@ def main(argv=None) -> int:
       names = [f"{args.captions}:{n}" for n in range(1, len(texts) + 1)]
     else:
       texts, names = args.text, [f"--text {n}" for n in range(1, len(args.text) + 1)]
-    model = TextToImage(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    model = TextToImage(args.workdir, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                        z_scale=args.z_scale, ca_noise=args.ca_noise)
     with warnings.catch_warnings():
       warnings.simplefilter("always")
       warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}",
@@ -243,7 +269,8 @@ def main(argv=None) -> int:
                           attention=args.attention)
   with open(os.path.join(args.out, "generate.json"), "w", encoding="utf-8") as f:
     json.dump({"checkpoint": model.path, "step": model.step, "seed": args.seed,
-               "samples": args.samples, "captions": len(texts)}, f, indent=2)
+               "samples": args.samples, "captions": len(texts),
+               "sampling": model.sampling_noise()}, f, indent=2)
   print(f"{len(written)} images from {model.path} (step {model.step}) in {args.out}")
   return 0
 

@@ -1,7 +1,8 @@
 """Images from captions with a trained generator: the EMA parameters and the
 live BatchNorm running statistics (as the official sampler), or with
 `gan.ema_bn_batches` the EMA parameters' own (`make_ema_stats`), conditioning
-augmentation still sampling its noise (official; reference section 15.14).
+augmentation still sampling its noise (official; reference section 15.14;
+`gan.sample_ca_noise` and `gan.sample_z_scale` scale the noise down).
 
 Each caption gets its own key, so an image depends only on (its caption, its
 key): not on the batch it was drawn in, the batch size or the device count.
@@ -72,21 +73,33 @@ def example_keys(seed_key: jax.Array, indices, samples=0) -> jax.Array:
       indices, samples)
 
 
+def sampling_noise(config) -> tuple[float, float]:
+  """(z's scale, conditioning augmentation's noise scale) at sampling:
+  `gan.sample_z_scale` and `gan.sample_ca_noise`, 1 and 1 officially. Scaled
+  down they trade the samples' variety for drawing the caption (the z scale
+  is the truncation of BigGAN, Brock et al. 2019, as a scale); training and
+  the statistics of `make_ema_stats` keep the full noise."""
+  return float(config.gan.sample_z_scale), float(config.gan.sample_ca_noise)
+
+
 def make_sampler(models: Models, config) -> Callable:
   """`sample(params, captions, lengths, keys) -> (images, attention)` with
   `params` from `sampling_params` and one key per caption: images a tuple with
   one float32 (B, S, S, 3) array in [-1, 1] per stage, attention a tuple with
   one (B, T, S, S) word-attention map per refinement stage."""
   z_dim = config.model.z_dim
+  z_scale, ca_noise = sampling_noise(config)
 
   def one(params, captions, lengths, key):
     z_key, noise_key = jax.random.split(key)
     captions, lengths = captions[None], lengths[None]
     words, sentence = encode_text(models, params["text_encoder"], captions, lengths)
     z = jax.random.normal(z_key, (1, z_dim))
+    if z_scale != 1.0:  # the official program stays as it was
+      z = z_scale * z
     images, attention, _, _ = models.generator.apply(
         {"params": params["g_ema"], "batch_stats": params["batch_stats"]}, z, sentence,
-        words, padding_mask(lengths, captions.shape[1]), train=False,
+        words, padding_mask(lengths, captions.shape[1]), train=False, ca_noise=ca_noise,
         rngs={"noise": noise_key})
     return (tuple(jnp.asarray(x[0], jnp.float32) for x in images),
             tuple(a[0] for a in attention))

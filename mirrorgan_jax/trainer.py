@@ -33,7 +33,7 @@ from mirrorgan_jax.guarded_step import gan_train_step, guard_nonfinite
 from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
 from mirrorgan_jax.sampling import batched, example_keys, local_replica, make_sampler
-from mirrorgan_jax.sampling import make_ema_stats, sampling_params
+from mirrorgan_jax.sampling import make_ema_stats, sampling_noise, sampling_params
 
 PHASES = ("damsm", "stream", "gan")
 SAMPLE_CAPTIONS = 8  # rows of the sample grid
@@ -524,7 +524,10 @@ def _alignment_report(state, iteration, log, sampler, config, mesh) -> None:
     values.update({f"alignment/{split}/{k}": v for k, v in scores.items()})
   log.scalars(iteration, values)
   if log.enabled:
-    print("alignment (EMA generator, shapes scorer): "
+    z_scale, ca_noise = sampling_noise(config)
+    noise = ("" if (z_scale, ca_noise) == (1.0, 1.0) else
+             f", z x {z_scale:g}, conditioning noise x {ca_noise:g}")
+    print(f"alignment (EMA generator{noise}, shapes scorer): "
           + ", ".join(f"{k.removeprefix('alignment/')} {v:.3f}" for k, v in values.items()),
           flush=True)
 

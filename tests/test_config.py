@@ -18,6 +18,7 @@ def test_birds_has_the_official_values():
   assert c.model.image_subpixels == 1 and not c.model.ca_normalize_input
   assert not c.model.masked_image_head
   assert c.gan.ema_bn_batches == 0  # sampling with the live G's BatchNorm statistics
+  assert (c.gan.sample_z_scale, c.gan.sample_ca_noise) == (1.0, 1.0)  # the full noise
 
 
 def test_coco_has_attngan_coco_values():
@@ -46,6 +47,7 @@ def test_shipped_configs_are_valid(get):
     ("data.prefetch", -1, "config.data.prefetch must be an integer >= 0"),
     ("model.image_subpixels", 0, "config.model.image_subpixels must be a positive integer"),
     ("gan.ema_bn_batches", -1, "config.gan.ema_bn_batches must be an integer >= 0"),
+    ("gan.sample_ca_noise", -0.5, "config.gan.sample_ca_noise must be a number >= 0"),
 ])
 def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
   c = birds.get_config()
@@ -93,3 +95,6 @@ def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
   assert trained.config_from_meta({"config": saved}).model.masked_image_head is False
   del saved["gan"]["ema_bn_batches"]
   assert trained.config_from_meta({"config": saved}).gan.ema_bn_batches == 0
+  del saved["gan"]["sample_z_scale"], saved["gan"]["sample_ca_noise"]
+  old = trained.config_from_meta({"config": saved})
+  assert (old.gan.sample_z_scale, old.gan.sample_ca_noise) == (1.0, 1.0)

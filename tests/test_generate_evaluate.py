@@ -107,6 +107,24 @@ def test_generate_cli_checks_its_arguments_before_sampling(workdir, tmp_path, ca
   assert out.read_bytes() == b"not a folder"
 
 
+def test_the_sampling_noise_is_the_runs_unless_given_and_is_recorded(workdir, model, tmp_path,
+                                                                     capsys):
+  texts = ["a big red circle on the left", "a small blue square at the top"]
+  z_scale, ca_noise = model.config.gan.sample_z_scale, model.config.gan.sample_ca_noise
+  assert (z_scale, ca_noise) != (1.0, 1.0)  # tiny keeps the shapes default's
+  same = generate.TextToImage(workdir, z_scale=z_scale, ca_noise=ca_noise)
+  np.testing.assert_array_equal(same.sample(texts, seed=2), model.sample(texts, seed=2))
+  official = generate.TextToImage(workdir, z_scale=1, ca_noise=1)
+  assert official.sampling_noise() == {"z_scale": 1.0, "ca_noise": 1.0}
+  assert not np.array_equal(official.sample(texts, seed=2), model.sample(texts, seed=2))
+  args = ["--workdir", workdir, "--text", texts[0], "--out", str(tmp_path / "o")]
+  assert generate.main(args + ["--z-scale", "1", "--ca-noise", "1"]) == 0
+  with open(tmp_path / "o" / "generate.json") as f:
+    assert json.load(f)["sampling"] == {"z_scale": 1.0, "ca_noise": 1.0}
+  assert generate.main(args + ["--z-scale", "-1"]) == 2
+  assert "z_scale (--z-scale) = -1.0: must be a number >= 0" in capsys.readouterr().err
+
+
 def test_sampling_falls_back_from_a_damaged_newest_checkpoint(workdir, tmp_path, capsys):
   """As training does: the newest checkpoint damaged (a metadata file deleted,
   or its data files truncated), the next older one is used, and nothing in the run's
@@ -152,6 +170,9 @@ def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
     first = json.load(f)
   m = first["metrics"]
   assert set(m) == {"is", "fid", "rprecision", "alignment"}
+  noise = tiny.get_config().gan
+  assert first["sampling"] == {"z_scale": noise.sample_z_scale, "ca_noise": noise.sample_ca_noise}
+  assert "sampling noise scaled: z " in out  # tiny keeps the shapes default's
   assert m["is"]["mean"] >= 1.0 and np.isfinite(m["fid"]["value"])
   assert 0.0 <= m["rprecision"]["mean"] <= 100.0 and m["rprecision"]["candidates"] == 100
   assert set(m["alignment"]) == {"test", "test_heldout"}

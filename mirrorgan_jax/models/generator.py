@@ -34,7 +34,9 @@ class ConditioningAugmentation(nn.Module):
   normalize_input: bool = False  # deviation when True: see configs/shapes.py
 
   @nn.compact
-  def __call__(self, sentence):
+  def __call__(self, sentence, noise_scale: float = 1.0):
+    """`noise_scale` (static) multiplies the noise: 1 draws c as the official
+    code, 0 gives the mean code mu (`gan.sample_ca_noise`, sampling only)."""
     # Kept in float32 in every precision: exp(logvar) is sensitive.
     sentence = sentence.astype(jnp.float32)
     if self.normalize_input:  # unit RMS per example: DAMSM's cosine loss leaves the scale free
@@ -43,6 +45,8 @@ class ConditioningAugmentation(nn.Module):
     x = glu(x)
     mu, logvar = x[:, :self.condition_dim], x[:, self.condition_dim:]
     eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
+    if noise_scale != 1.0:  # the official program stays as it was
+      eps = noise_scale * eps
     return mu + jnp.exp(0.5 * logvar) * eps, mu, logvar
 
 
@@ -119,7 +123,8 @@ class ImageHead(nn.Module):
 
 class Generator(nn.Module):
   """(z, sentence, words, mask) -> images per stage (float32, [-1, 1]), word
-  attention maps per refinement stage (B, T, H, W), mu, logvar."""
+  attention maps per refinement stage (B, T, H, W), mu, logvar. `ca_noise`
+  scales conditioning augmentation's noise (1 in training)."""
   ngf: int = 32
   r_num: int = 2
   condition_dim: int = 100
@@ -131,9 +136,9 @@ class Generator(nn.Module):
   masked_image_head: bool = False
 
   @nn.compact
-  def __call__(self, z, sentence, words, mask, train: bool = True):
+  def __call__(self, z, sentence, words, mask, train: bool = True, ca_noise: float = 1.0):
     c, mu, logvar = ConditioningAugmentation(self.condition_dim, self.ca_normalize_input,
-                                             name="ca_net")(sentence)
+                                             name="ca_net")(sentence, ca_noise)
     words = words.astype(self.dtype)
     h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
     head = functools.partial(ImageHead, self.dtype, self.image_subpixels,
