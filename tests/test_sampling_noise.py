@@ -55,7 +55,7 @@ def test_the_sampler_scales_z_and_takes_the_conditioning_mean():
   keys = example_keys(jax.random.key(7), np.arange(3))
   got = jax.jit(make_sampler(models, c))(params, ids, lens, keys)[0][-1]
   for n in range(3):
-    z_key, noise_key = jax.random.split(keys[n])
+    z_key, _ = jax.random.split(keys[n])  # the second key is the sampler's CA noise
     z = 0.5 * jax.random.normal(z_key, (1, c.model.z_dim))
     other = jax.random.key(99)  # not the sampler's: the mean code draws nothing from it
     want = _images(models, params, ids[n:n + 1], lens[n:n + 1], z, 0.0, other)
