@@ -1,7 +1,7 @@
 """The embedded `shapes` dataset (../shared/specs/shapes.md): the default
 job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
-images correctly: shape 0.987 on real ones) keep a GAN iteration near 60 ms
-on a 2-core Intel Xeon, where all three phases take 8.8 minutes.
+images correctly: shape 0.987 on real ones) keep a GAN iteration near 87 ms
+on a 2-core Intel Xeon, where all three phases take 8.6 minutes.
 docs/shapes_default_job.md has the measurements behind each value that
 differs from birds.py."""
 
