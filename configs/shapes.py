@@ -95,9 +95,10 @@ def get_config():
   config.gan.ema_bn_batches = 50
   # Deviation: the sampler takes conditioning augmentation's mean code mu
   # instead of mu + sigma eps (training keeps the noise). Eight GAN phases (run
-  # seeds 0-7, one DAMSM and STREAM): `test` all 0.872-0.914 (mean 0.891) instead of 0.857-0.901
-  # (0.883), held-out all 0.686-0.821 (0.777) instead of 0.685-0.797 (0.759);
-  # six ahead on both splits, one level, one behind (docs/shapes_default_job.md).
+  # seeds 0-7, one DAMSM and STREAM): `test` all 0.872-0.914 (mean 0.891)
+  # instead of 0.857-0.901 (0.883), held-out all 0.686-0.821 (0.777) instead of
+  # 0.685-0.797 (0.759); six ahead on both splits, one level, one behind
+  # (docs/shapes_default_job.md).
   config.gan.sample_ca_noise = 0.0
   config.train.log_every = 50
   config.train.checkpoint_every = 500
