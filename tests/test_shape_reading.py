@@ -60,3 +60,64 @@ def test_the_scorer_reading_agrees_with_the_alignment_score():
 def test_the_command_refuses_a_missing_workdir(tmp_path, capsys):
   assert shape_reading.main(["--workdir", str(tmp_path / "none")]) == 2
   assert "no such workdir" in capsys.readouterr().err
+
+
+def _white_square(top_edge, side=32, other_edges=120):
+  """A uint8 image: a white square inside rows and columns 10-17, its top edge
+  (row 9) holding `top_edge` (8 values of the largest channel), its other
+  edges `other_edges`, on black."""
+  image = np.zeros((side, side, 3), np.uint8)
+  image[10:18, 10:18] = 240
+  image[18, 10:18] = image[10:18, 9] = image[10:18, 18] = other_edges
+  image[9, 10:18] = np.asarray(top_edge)[:, None]
+  return image
+
+
+@pytest.mark.parametrize("color", ["white", "green"])
+def test_edge_cut_is_where_the_scorers_resize_keeps_an_edges_outer_half(color):
+  rgb = np.asarray(shapes.PALETTE[color], np.float32)
+  cut = shape_reading.edge_cut(color, 32)
+  for coverage, kept in ((cut - 0.01, False), (cut + 0.01, True)):
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[10:18, 10:18] = rgb.astype(np.uint8)
+    image[9, 10:18] = np.rint(coverage * rgb).astype(np.uint8)
+    big = shapes_scorer.to_uint8_64(image)
+    # Row 18 of the 64 px image is the outer half of row 9; 20-35 away from the sides.
+    assert (big[18, 24:32].max(-1) > shapes_scorer.FOREGROUND).all() == kept
+    assert (big[19, 24:32].max(-1) > shapes_scorer.FOREGROUND).all()  # the inner half
+  assert shape_reading.edge_cut(color, 64) == pytest.approx(
+      shapes_scorer.FOREGROUND / rgb.max())
+  assert shape_reading.edge_cut(color, 16) is None
+
+
+def test_a_tilted_edge_drifts_by_its_tilt_and_crosses_the_cut():
+  ramp = np.rint(240 * np.linspace(0.2, 0.45, 8))  # a quarter pixel over the edge
+  edges = shape_reading.square_edges(_white_square(ramp), "white")
+  assert len(edges) == 4 and all(len(e) == 8 for e in edges)
+  np.testing.assert_allclose(edges[0], ramp / 240, atol=1e-6)
+  assert shape_reading.edge_drift(edges[0]) == pytest.approx(0.25, abs=0.005)
+  assert [shape_reading.edge_drift(e) for e in edges[1:]] == pytest.approx([0, 0, 0],
+                                                                          abs=1e-9)
+  caption = ["a small white square on the left"]
+  tilted = shape_reading.edge_reading([_white_square(ramp)], caption)
+  level = shape_reading.edge_reading([_white_square(np.full(8, 48))], caption)  # 0.2
+  assert tilted["right"] + tilted["wrong"] == 1
+  assert tilted["right_crossing"] + tilted["wrong_crossing"] == 1
+  assert level["right_crossing"] + level["wrong_crossing"] == 0
+  # No inside pixel of the colour, or a box at the image's border: no edges.
+  assert shape_reading.square_edges(_white_square(ramp), "red") is None
+  assert shape_reading.square_edges(np.roll(_white_square(ramp), -10, axis=0), "white") is None
+
+
+def test_the_datas_squares_have_straight_edges_that_never_cross_the_cut():
+  source = ShapesSource("test", size=32, length=120)
+  images = [np.asarray(source.example(i).stages[-1]) for i in range(120)]
+  texts = [source.captions(i)[0] for i in range(120)]
+  reading = shape_reading.edge_reading(images, texts)
+  named = [shapes_scorer.parse_caption(t) for t in texts]
+  squares = sum(shape == "square" for a in named
+                for _, shape in a.get("objects", [(a.get("color"), a.get("shape"))]))
+  assert 20 <= reading["right"] + reading["wrong"] <= squares
+  assert len(reading["drift"]) == 4 * (reading["right"] + reading["wrong"])
+  assert max(reading["drift"]) < 1e-6
+  assert reading["right_crossing"] == reading["wrong_crossing"] == 0

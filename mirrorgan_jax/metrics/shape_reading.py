@@ -14,6 +14,15 @@ Should STREAM misread real images, the generator is taught the wrong shape;
 should it read the generated images as the caption says while the scorer
 does not, the generator satisfies STREAM without drawing the shape
 (docs/shapes_default_job.md).
+
+For squares it also reads the edges at the last stage's own size: how much an
+edge's coverage drifts along it (the data's edges: 0), and how many squares
+have an edge whose coverage crosses the scorer's cut, the coverage above which
+the outer half of an edge pixel stays foreground after its resize to 64 px (at
+32 px, 80 over the colour's largest channel: a third for white). Such an edge
+leaves part of a half-row in the scorer's view, and its fill ratio counts the
+rest as holes; most generated squares that the scorer reads as circles have
+one (docs/shapes_default_job.md).
 """
 
 import argparse
@@ -81,6 +90,89 @@ def scorer_reading(images, texts):
   return dict(counts), dict(fills)
 
 
+# Coverage above which a pixel counts as inside an object: between the data's
+# largest edge coverage (3/4: the renderer draws at 4x and box-filters) and 1.
+INSIDE = 0.875
+
+
+def edge_cut(color: str, side: int) -> float | None:
+  """The coverage of `color` above which the outer half of an edge pixel is
+  foreground for the scorer, at a last stage of `side` px: its bilinear resize
+  to 64 px gives that half 3/4 of the pixel and 1/4 of the black beyond (side
+  32), a 64 px image is read as it is; None for other sides."""
+  weight = {64: 1.0, 32: 0.75}.get(side)
+  if weight is None:
+    return None
+  return shapes_scorer.FOREGROUND / weight / max(shapes.PALETTE[color])
+
+
+def square_edges(image: np.ndarray, color: str) -> list[np.ndarray] | None:
+  """The coverage of `color` along the four edges of its object in a uint8
+  image, at the image's own size: the rows and columns just outside the box of
+  its inside pixels (top, bottom, left, right). Coverage is each pixel's
+  projection on the palette colour, as the scorer's colour groups read
+  anti-aliased pixels. None if the colour has no inside pixel or its box
+  touches the image's border."""
+  labels, _ = shapes_scorer.colour_groups(image)
+  rgb = np.asarray(shapes.PALETTE[color], np.float32)
+  coverage = image.astype(np.float32) @ rgb / (rgb @ rgb)
+  ys, xs = np.nonzero((labels == shapes_scorer.COLOR_NAMES.index(color))
+                      & (coverage > INSIDE))
+  if not len(ys):
+    return None
+  y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+  if min(y0, x0) < 1 or y1 > image.shape[0] - 2 or x1 > image.shape[1] - 2:
+    return None
+  return [coverage[y0 - 1, x0:x1 + 1], coverage[y1 + 1, x0:x1 + 1],
+          coverage[y0:y1 + 1, x0 - 1], coverage[y0:y1 + 1, x1 + 1]]
+
+
+def edge_drift(edge: np.ndarray) -> float:
+  """How much an edge's coverage changes from end to end, by the
+  least-squares line through it: 0 for the data's straight, axis-parallel
+  edges; a tilt of a quarter pixel over the edge gives 0.25."""
+  if len(edge) < 2:
+    return 0.0
+  return float(abs(np.polyfit(np.arange(len(edge)), edge, 1)[0]) * (len(edge) - 1))
+
+
+def edge_reading(images, texts) -> dict:
+  """The edges of every square a caption names: 'drift' (each edge's
+  `edge_drift`), and per scorer verdict ('right', 'wrong') the number of
+  squares and of those with an edge that crosses `edge_cut` along its length
+  ('right_crossing', 'wrong_crossing'): such an edge leaves part of a
+  half-row in the scorer's view, holes that its fill ratio counts."""
+  out = {"drift": [], "right": 0, "wrong": 0, "right_crossing": 0, "wrong_crossing": 0}
+  for image, text in zip(images, texts):
+    attrs = shapes_scorer.parse_caption(text)
+    named = attrs["objects"] if "objects" in attrs else [(attrs["color"], attrs["shape"])]
+    labels = None
+    for color, shape in named:
+      if shape != "square" or color is None:
+        continue
+      edges = square_edges(np.asarray(image), color)
+      if edges is None:
+        continue
+      if labels is None:
+        labels, _ = shapes_scorer.colour_groups(shapes_scorer.to_uint8_64(image))
+      m = shapes_scorer.measure(labels, color)
+      verdict = "right" if m and m["shape"] == "square" else "wrong"
+      cut = edge_cut(color, np.shape(image)[0])
+      out["drift"] += [edge_drift(e) for e in edges]
+      out[verdict] += 1
+      out[f"{verdict}_crossing"] += bool(cut is not None and any(
+          e.min() < cut < e.max() for e in edges))
+  return out
+
+
+def _edges_line(reading: dict) -> str:
+  drift = np.asarray(reading["drift"] or [np.nan])
+  return (f"drift along an edge median {np.median(drift):.3f}, 90th percentile "
+          f"{np.percentile(drift, 90):.3f}; with an edge across the scorer's cut: "
+          f"{reading['right_crossing']} of the {reading['right']} read right, "
+          f"{reading['wrong_crossing']} of the {reading['wrong']} misread")
+
+
 def _rates(counts: collections.Counter) -> str:
   cells = []
   for true in shapes.SHAPES:
@@ -126,6 +218,8 @@ def report(workdir: str, captions: int, seed: int = 0) -> str:
                            if fills.get((kind, s)))
           lines.append(f"{split}: the scorer reads {what} {kind} objects right "
                        f"{_rates(counts[kind])}; median fill {fill}")
+      lines.append(f"{split}: edges of {what} squares: "
+                   f"{_edges_line(edge_reading(images, caps.texts))}")
   return "\n".join(lines)
 
 
