@@ -82,7 +82,8 @@ def test_edge_cut_is_where_the_scorers_resize_keeps_an_edges_outer_half(color):
     image[10:18, 10:18] = rgb.astype(np.uint8)
     image[9, 10:18] = np.rint(coverage * rgb).astype(np.uint8)
     big = shapes_scorer.to_uint8_64(image)
-    # Row 18 of the 64 px image is the outer half of row 9; 20-35 away from the sides.
+    # Row 18 of the 64 px image is the outer half of row 9; columns 24-31 lie
+    # inside the square's 20-35, away from its corners.
     assert (big[18, 24:32].max(-1) > shapes_scorer.FOREGROUND).all() == kept
     assert (big[19, 24:32].max(-1) > shapes_scorer.FOREGROUND).all()  # the inner half
   assert shape_reading.edge_cut(color, 64) == pytest.approx(
