@@ -115,9 +115,8 @@ def test_the_datas_squares_have_straight_edges_that_never_cross_the_cut():
   images = [np.asarray(source.example(i).stages[-1]) for i in range(120)]
   texts = [source.captions(i)[0] for i in range(120)]
   reading = shape_reading.edge_reading(images, texts)
-  named = [shapes_scorer.parse_caption(t) for t in texts]
-  squares = sum(shape == "square" for a in named
-                for _, shape in a.get("objects", [(a.get("color"), a.get("shape"))]))
+  squares = sum(shape == "square" for t in texts
+                for _, _, shape in shape_reading.named_objects(t))
   assert 20 <= reading["right"] + reading["wrong"] <= squares
   assert len(reading["drift"]) == 4 * (reading["right"] + reading["wrong"])
   assert max(reading["drift"]) < 1e-6

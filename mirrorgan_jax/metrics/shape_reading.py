@@ -68,6 +68,16 @@ def captioner_reading(logits, ids, lens, words) -> collections.Counter:
   return counts
 
 
+def named_objects(text: str) -> list[tuple[str, str | None, str | None]]:
+  """(kind, colour, shape) of each object a caption names: kind 'large' or
+  'small' (None where unnamed) for a one-object scene, 'pair' for either
+  object of a two-object scene."""
+  attrs = shapes_scorer.parse_caption(text)
+  if "objects" in attrs:
+    return [("pair", color, shape) for color, shape in attrs["objects"]]
+  return [(attrs["size"], attrs["color"], attrs["shape"])]
+
+
 def scorer_reading(images, texts):
   """The scorer's shape per named object, by kind of object ('large', 'small'
   one-object scenes, 'pair' for either object of a two-object scene):
@@ -76,13 +86,8 @@ def scorer_reading(images, texts):
   counts = collections.defaultdict(collections.Counter)
   fills = collections.defaultdict(list)
   for image, text in zip(images, texts):
-    attrs = shapes_scorer.parse_caption(text)
     labels, _ = shapes_scorer.colour_groups(shapes_scorer.to_uint8_64(image))
-    if "objects" in attrs:
-      named = [("pair", color, shape) for color, shape in attrs["objects"]]
-    else:
-      named = [(attrs["size"], attrs["color"], attrs["shape"])]
-    for kind, color, shape in named:
+    for kind, color, shape in named_objects(text):
       m = shapes_scorer.measure(labels, color)
       counts[kind][(shape, m["shape"] if m else None)] += 1
       if m:
@@ -144,10 +149,8 @@ def edge_reading(images, texts) -> dict:
   half-row in the scorer's view, holes that its fill ratio counts."""
   out = {"drift": [], "right": 0, "wrong": 0, "right_crossing": 0, "wrong_crossing": 0}
   for image, text in zip(images, texts):
-    attrs = shapes_scorer.parse_caption(text)
-    named = attrs["objects"] if "objects" in attrs else [(attrs["color"], attrs["shape"])]
     labels = None
-    for color, shape in named:
+    for _, color, shape in named_objects(text):
       if shape != "square" or color is None:
         continue
       edges = square_edges(np.asarray(image), color)
