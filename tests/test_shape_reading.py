@@ -4,6 +4,7 @@ scorer's per-object reading, and the command on a trained workdir."""
 import numpy as np
 import pytest
 
+from mirrorgan_jax.checkpointing import CheckpointError
 from mirrorgan_jax.data import shapes, shapes_scorer
 from mirrorgan_jax.data.sources import ShapesSource
 from mirrorgan_jax.metrics import shape_reading
@@ -60,6 +61,17 @@ def test_the_scorer_reading_agrees_with_the_alignment_score():
 def test_the_command_refuses_a_missing_workdir(tmp_path, capsys):
   assert shape_reading.main(["--workdir", str(tmp_path / "none")]) == 2
   assert "no such workdir" in capsys.readouterr().err
+
+
+def test_the_command_reports_a_checkpoint_it_cannot_restore(monkeypatch, capsys):
+  # e.g. a workdir trained with another model config: one line, no traceback
+  def refuse(*_):
+    raise CheckpointError("no checkpoint could be restored:\n  W/checkpoints/gan/4000: "
+                          "written with another model config")
+  monkeypatch.setattr(shape_reading, "report", refuse)
+  assert shape_reading.main(["--workdir", "W"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: no checkpoint could be restored") and "Traceback" not in err
 
 
 def _white_square(top_edge, side=32, other_edges=120):
