@@ -40,6 +40,11 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint where one was expected."""
 
 
+# What the sampling, evaluation and conversion programs report as one message
+# with exit status 2: a bad value or path, a checkpoint they cannot restore.
+USER_ERRORS = (ValueError, OSError, CheckpointError)
+
+
 class CheckpointWriteError(CheckpointError):
   """A checkpoint could not be written. Orbax's background threads of the
   failed save may never finish (they wait for signals the failed step never

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax import factory, host_memory, parallel, summaries, trained
-from mirrorgan_jax.checkpointing import CheckpointError
+from mirrorgan_jax.checkpointing import USER_ERRORS
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data import image_ops, shapes_scorer, sources
 from mirrorgan_jax.data.vocab import encode_caption
@@ -404,7 +404,7 @@ def main(argv=None) -> int:
                       data_dir=args.data_dir, batch_size=args.batch_size,
                       damsm_weights=args.damsm_weights, z_scale=args.z_scale,
                       ca_noise=args.ca_noise)
-  except (ValueError, OSError, CheckpointError) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(format_table(report))

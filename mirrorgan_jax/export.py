@@ -19,7 +19,7 @@ import os
 import sys
 
 from mirrorgan_jax import convert as cv
-from mirrorgan_jax.checkpointing import CheckpointError
+from mirrorgan_jax.checkpointing import USER_ERRORS
 from mirrorgan_jax.convert import workdirs
 
 # kind -> [(network, file name in --out)]; one file: --out is that file.
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     written = export(args.kind, args.workdir, os.path.expanduser(args.out), args.checkpoint)
-  except (ValueError, OSError, CheckpointError) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for p in written:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from mirrorgan_jax import factory, parallel, summaries, trained
-from mirrorgan_jax.checkpointing import CheckpointError
+from mirrorgan_jax.checkpointing import USER_ERRORS
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data.vocab import encode_texts
 from mirrorgan_jax.sampling import (batched, example_keys, make_sampler, sampling_noise,
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
       warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}",
                                                              file=sys.stderr)
       result = model.generate(texts, args.seed, args.samples, names)
-  except (ValueError, OSError, CheckpointError) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   written = write_samples(args.out, texts, result, all_stages=args.all_stages,

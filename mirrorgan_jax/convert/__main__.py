@@ -27,7 +27,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from mirrorgan_jax import cli
-from mirrorgan_jax.checkpointing import CheckpointError
+from mirrorgan_jax.checkpointing import USER_ERRORS
 from mirrorgan_jax.convert.commands import convert
 
 FLAGS = flags.FLAGS
@@ -52,7 +52,7 @@ def main(argv):
   try:
     written = convert(kind, files, FLAGS.config, os.path.expanduser(FLAGS.out), FLAGS.vocab,
                       FLAGS.step)
-  except (ValueError, OSError, CheckpointError) as e:
+  except USER_ERRORS as e:
     cli.fail(str(e))
   for path in written:
     print(f"wrote {path}")

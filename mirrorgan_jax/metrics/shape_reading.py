@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from mirrorgan_jax import evaluate, factory, trained
-from mirrorgan_jax.checkpointing import CheckpointError
+from mirrorgan_jax.checkpointing import USER_ERRORS
 from mirrorgan_jax.config_check import stage_sizes
 from mirrorgan_jax.data import image_ops, shapes, shapes_scorer, sources
 from mirrorgan_jax.generate import TextToImage
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     print(report(args.workdir, args.captions, args.seed))
-  except (OSError, ValueError, CheckpointError) as e:  # a workdir it cannot read
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0
