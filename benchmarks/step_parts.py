@@ -82,9 +82,9 @@ def _bare(component: str) -> str:
 
 def part_of(op_name: str) -> str:
   """The part of the iteration an op belongs to, from its name stack; each D
-  update is its own part, 'd_update_<i>'."""
+  update is its own part, 'd_update_<i>' (the edge critic's 'd_update_edge')."""
   names = {_bare(c) for c in op_name.split("/")}
-  d = sorted(n for n in names if re.fullmatch(r"d_update_\d+", n))
+  d = sorted(n for n in names if re.fullmatch(r"d_update_(\d+|edge)", n))
   if d:
     return d[0]
   if "g_update" in names:
@@ -125,8 +125,10 @@ def part_times(events, names: dict[str, str], module: str, iterations: int) -> d
 
 
 def ordered(parts) -> list[str]:
-  """The parts present, in the iteration's order (the Ds by stage)."""
-  ds = sorted((p for p in parts if p.startswith("d_update_")), key=lambda p: int(p[9:]))
+  """The parts present, in the iteration's order (the Ds by stage, then the
+  edge critic's)."""
+  ds = sorted((p for p in parts if p.startswith("d_update_")),
+              key=lambda p: int(p[9:]) if p[9:].isdigit() else float("inf"))
   return [p for q in PARTS for p in (ds if q == "d_update" else [q]) if p in parts]
 
 

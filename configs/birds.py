@@ -106,6 +106,13 @@ def get_config():
   # word and sentence matching losses of the last stage's fakes against their
   # captions join G's loss at this weight (AttnGAN: 5 CUB, 50 COCO).
   config.loss.damsm_weight = 0.0
+  # Deviation when > 0 (shapes only): a further D at the last scale, the edge
+  # critic, reads each image with the differences of its largest channel
+  # between neighbouring pixels times `edge_d_gain` as two more channels, and
+  # its adversarial term joins G's loss at this weight
+  # (mirrorgan_jax/models/discriminator.py, `edge_channels`).
+  config.loss.edge_d_weight = 0.0
+  config.loss.edge_d_gain = 30.0
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
 

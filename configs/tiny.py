@@ -12,6 +12,7 @@ def get_config():
   config.ema_decay = 0.999
   config.optim.g_lr = 2e-4
   config.optim.d_lr = 2e-4
+  config.loss.edge_d_weight = 0.0  # the edge critic: tests/test_gan_step.py turns it on
   config.text.words_num = 6
   config.text.embedding_dim = 16
   config.text.hidden_dim = 16

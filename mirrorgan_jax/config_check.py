@@ -91,8 +91,9 @@ def check_config(config) -> None:
     r(f"optim.{f}", lambda v: v > 0, "a positive number")
   for f in ("b1", "b2"):
     r(f"optim.{f}", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-  for f in ("stream_weight", "kl_weight", "negative_weight", "damsm_weight"):
+  for f in ("stream_weight", "kl_weight", "negative_weight", "damsm_weight", "edge_d_weight"):
     r(f"loss.{f}", lambda v: v >= 0, "a number >= 0")
+  r("loss.edge_d_gain", lambda v: v > 0, "a positive number")
   r("loss.negative_min_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   r("ema_decay", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   r("gan.ema_bn_batches", lambda v: _is_int(v) and v >= 0, "an integer >= 0")

@@ -24,6 +24,9 @@ class Models:
   captioner: Captioner
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
+  # A further D at the last scale reading `edge_channels` (`loss.edge_d_weight`,
+  # a deviation); None without it (official).
+  edge_discriminator: Discriminator | None = None
 
 
 def adam(lr: float, config) -> optax.GradientTransformation:
@@ -48,7 +51,15 @@ def create_models(config) -> Models:
                           s.image_size, tuple(s.small_widths), dtype),
       g_tx=adam(config.optim.g_lr, config),
       d_tx=adam(config.optim.d_lr, config),
+      edge_discriminator=(Discriminator(stage_sizes(config)[-1], m.ndf, dtype,
+                                        float(config.loss.edge_d_gain))
+                          if uses_edge_d(config) else None),
   )
+
+
+def uses_edge_d(config) -> bool:
+  """Whether G trains against the edge critic as well (`loss.edge_d_weight`)."""
+  return bool(config.loss.get("edge_d_weight", 0.0))
 
 
 # What no network, step or sampler reads: these change between runs that

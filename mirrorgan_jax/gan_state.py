@@ -37,6 +37,9 @@ class GANState:
   # (refreshed by the trainer before each checkpoint and sample; the step
   # never reads them); {} without it: sampling uses the live G's (official).
   g_ema_stats: PyTree = flax.struct.field(default_factory=dict)
+  # The edge critic's NetState for `loss.edge_d_weight` (a D at the last
+  # scale, not one of the per-stage ones); {} without it (official).
+  edge_d: PyTree = flax.struct.field(default_factory=dict)
 
 
 def all_finite(*trees) -> jax.Array:
@@ -130,4 +133,15 @@ def init_gan_state(models: Models, config, key: jax.Array,
   return GANState(step=jnp.zeros((), jnp.int32), g=g_state, g_ema=g_state.params,
                   d=ds, text_encoder=text, stream=stream,
                   image_encoder=image if uses_damsm_loss(config) else {},
-                  g_ema_stats=g_state.batch_stats if uses_ema_stats(config) else {})
+                  g_ema_stats=g_state.batch_stats if uses_ema_stats(config) else {},
+                  edge_d=init_edge_d(models, config, k_d))
+
+
+def init_edge_d(models: Models, config, key: jax.Array) -> PyTree:
+  """The edge critic's fresh NetState from the Ds' key (folded in, so that every
+  other network starts as without it), or {} where the config has none."""
+  if models.edge_discriminator is None:
+    return {}
+  x = example_inputs(config)
+  return _net_state(models.edge_discriminator.init(
+      jax.random.fold_in(key, 99), x["images"][-1], x["sentence"]), models.d_tx)

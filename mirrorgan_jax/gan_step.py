@@ -4,10 +4,12 @@
 2. one generator forward with z and conditioning-augmentation noise drawn from
    the step's key, `fold_in(key, step)`;
 3. each discriminator is updated on the detached fakes (and, where
-   `loss.negative_weight` is set, a deviation, on blurred real images too);
+   `loss.negative_weight` is set, a deviation, on blurred real images too;
+   where `loss.edge_d_weight` is set, a deviation, so is the edge critic);
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term (and, where
-   `loss.damsm_weight` is set, a deviation, AttnGAN's DAMSM matching losses);
+   `loss.damsm_weight` is set, a deviation, AttnGAN's DAMSM matching losses;
+   the edge critic's adversarial term counts `loss.edge_d_weight` times);
 5. one generator update, then the EMA of its parameters;
 6. each network's update is kept only if it is finite: a non-finite loss,
    gradient or new state (parameters, Adam moments, BatchNorm statistics) of a
@@ -103,6 +105,7 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   negative_weight = float(config.loss.negative_weight)
   negative_min_share = float(config.loss.negative_min_share)
   damsm_weight = float(config.loss.get("damsm_weight", 0.0))
+  edge_d_weight = float(config.loss.get("edge_d_weight", 0.0))
   gammas = (config.damsm.gamma1, config.damsm.gamma2, config.damsm.gamma3)
 
   def train_step(state: GANState, batch: Batch, key: jax.Array):
@@ -133,12 +136,20 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       (fakes, mu, logvar), g_vjp, g_batch_stats = jax.vjp(
           g_forward, state.g.params, has_aux=True)
 
+    # One D per stage, then (a deviation, off in birds/coco) the edge critic at
+    # the last scale: (metric suffix, module, state, stage it judges, G's weight).
+    critics = [(str(i), disc, d, i, 1.0)
+               for i, (disc, d) in enumerate(zip(models.discriminators, state.d))]
+    if models.edge_discriminator is not None:
+      critics.append(("edge", models.edge_discriminator, state.edge_d, len(fakes) - 1,
+                      edge_d_weight))
+
     metrics = {}
     d_new, d_ok = [], []
-    for i, (disc, d) in enumerate(zip(models.discriminators, state.d)):
+    for k, (name, disc, d, i, _) in enumerate(critics):
       real, fake = batch["images"][i], jax.lax.stop_gradient(fakes[i])
       # A deviation, off in birds/coco: blurred real images as a further fake.
-      negative = (negatives.blurred(real, jax.random.fold_in(neg_key, i), negative_min_share)
+      negative = (negatives.blurred(real, jax.random.fold_in(neg_key, k), negative_min_share)
                   if negative_weight else None)
 
       def d_loss_fn(params, disc=disc, d=d, real=real, fake=fake, negative=negative):
@@ -148,24 +159,24 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
         loss, terms = losses.discriminator_loss(logits, negative_weight)
         return loss, (terms, new_vars["batch_stats"])
 
-      with jax.named_scope(f"d_update_{i}"):
+      with jax.named_scope(f"d_update_{name}"):
         (d_loss, (terms, d_stats)), grads = jax.value_and_grad(
             d_loss_fn, has_aux=True)(d.params)
         # A D whose update is not finite meets G as it was.
         new, ok = _commit(d, grads, d_stats, models.d_tx, all_finite(d_loss, terms))
       d_new.append(new)
       d_ok.append(ok)
-      metrics[f"d_loss_{i}"] = d_loss
-      metrics.update({f"d_{k}_{i}": v for k, v in terms.items()})
+      metrics[f"d_loss_{name}"] = d_loss
+      metrics.update({f"d_{t}_{name}": v for t, v in terms.items()})
 
     def g_loss_fn(fakes, mu, logvar):
       total, d_stats, terms = 0.0, [], {}
-      for i, (disc, d) in enumerate(zip(models.discriminators, d_new)):
+      for (name, disc, _, i, weight), d in zip(critics, d_new):
         (uncond, cond), new_vars = disc.apply(
             {"params": d.params, "batch_stats": d.batch_stats}, fakes[i], sentence,
             mutable=["batch_stats"])
-        terms[f"g_adv_{i}"] = losses.generator_adversarial_loss(uncond, cond)
-        total = total + terms[f"g_adv_{i}"]
+        terms[f"g_adv_{name}"] = losses.generator_adversarial_loss(uncond, cond)
+        total = total + weight * terms[f"g_adv_{name}"]
         d_stats.append(new_vars["batch_stats"])
       cap_logits = models.captioner.apply(state.stream, fakes[-1], captions)
       terms["g_stream"] = losses.caption_loss(cap_logits, captions, lengths)
@@ -189,8 +200,8 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     # their running statistics, as the official code.
     # A D whose update was dropped keeps these too: it stays as it was.
     d_ok = [ok & all_finite(stats) for ok, stats in zip(d_ok, d_stats)]
-    d_new = tuple(d.replace(batch_stats=_select(ok, stats, d.batch_stats))
-                  for d, stats, ok in zip(d_new, d_stats, d_ok))
+    d_new = [d.replace(batch_stats=_select(ok, stats, d.batch_stats))
+             for d, stats, ok in zip(d_new, d_stats, d_ok)]
     with jax.named_scope("g_update"):
       g, g_ok = _commit(state.g, g_grads, g_batch_stats, models.g_tx,
                         all_finite(g_loss, g_terms))
@@ -199,12 +210,15 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
 
     metrics.update(g_terms)
     metrics["g_loss"] = g_loss
+    # The official sum over the stages' Ds (the edge critic's is d_loss_edge).
     metrics["d_loss"] = sum(metrics[f"d_loss_{i}"] for i in range(len(state.d)))
     flag = lambda b: (~b).astype(jnp.float32)  # noqa: E731
     metrics["nonfinite_g"] = flag(g_ok)
-    metrics.update({f"nonfinite_d_{i}": flag(b) for i, b in enumerate(d_ok)})
+    metrics.update({f"nonfinite_d_{c[0]}": flag(b) for c, b in zip(critics, d_ok)})
     metrics["update_skipped"] = flag(functools.reduce(jnp.logical_and, d_ok, g_ok))
     step = jnp.where(g_ok, state.step + 1, state.step)
-    return state.replace(step=step, g=g, g_ema=g_ema, d=d_new), metrics
+    n = len(state.d)
+    return state.replace(step=step, g=g, g_ema=g_ema, d=tuple(d_new[:n]),
+                         edge_d=d_new[n] if n < len(d_new) else state.edge_d), metrics
 
   return train_step

@@ -63,7 +63,8 @@ def _no_checkpoint(path: str, phase: str) -> str:
 # value every earlier checkpoint was trained with (the official one).
 ADDED_FIELDS = {("model", "image_subpixels"): 1, ("model", "masked_image_head"): False,
                 ("loss", "negative_weight"): 0.0, ("loss", "negative_min_share"): 0.3,
-                ("loss", "damsm_weight"): 0.0, ("gan", "ema_bn_batches"): 0,
+                ("loss", "damsm_weight"): 0.0, ("loss", "edge_d_weight"): 0.0,
+                ("loss", "edge_d_gain"): 30.0, ("gan", "ema_bn_batches"): 0,
                 ("gan", "sample_z_scale"): 1.0, ("gan", "sample_ca_noise"): 1.0}
 
 

@@ -388,7 +388,8 @@ def pretrain_segments(run: Run, models, phase: str) -> list[Segment]:
 
 
 def _grow(fresh: gan_state.GANState, old: gan_state.GANState) -> gan_state.GANState:
-  """`fresh` (a larger model) with everything `old` trained grafted in."""
+  """`fresh` (a larger model) with everything `old` trained grafted in; an
+  edge critic (`loss.edge_d_weight`) starts afresh at the new last scale."""
   g = gan_state.NetState(*(param_groups.graft(getattr(fresh.g, f), getattr(old.g, f))
                            for f in ("params", "batch_stats", "opt_state")))
   return fresh.replace(step=old.step, g=g, g_ema=param_groups.graft(fresh.g_ema, old.g_ema),

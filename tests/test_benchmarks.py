@@ -314,9 +314,10 @@ def test_step_parts_attributes_profiled_ops_by_their_scopes(tmp_path):
   assert step_parts.part_of("jit(s)/g_loss/transpose(jvp(Captioner_0))/mul") == "g_backward"
   assert step_parts.part_of("jit(s)/jvp(g_loss)/conv") == "g_loss_forward"
   assert step_parts.part_of("jit(s)/d_update_2/transpose(jvp(g_loss))/x") == "d_update_2"
-  assert step_parts.ordered({"other": 1, "d_update_10": 1, "g_update": 1, "d_update_2": 1,
-                             "text": 1}) == ["text", "d_update_2", "d_update_10", "g_update",
-                                             "other"]
+  assert step_parts.part_of("jit(s)/d_update_edge/conv") == "d_update_edge"
+  assert step_parts.ordered({"other": 1, "d_update_10": 1, "g_update": 1, "d_update_edge": 1,
+                             "d_update_2": 1, "text": 1}) == [
+      "text", "d_update_2", "d_update_10", "d_update_edge", "g_update", "other"]
   compiled(*args)[2].block_until_ready()
   with jax.profiler.trace(str(tmp_path)):
     for _ in range(2):

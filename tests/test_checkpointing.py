@@ -104,11 +104,11 @@ def test_a_checkpoint_without_readable_metadata_is_left_to_the_restore(tmp_path)
 
 def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path):
   """GAN checkpoints written before `GANState.image_encoder` and
-  `GANState.g_ema_stats` existed hold no such fields; with `loss.damsm_weight`
-  and `gan.ema_bn_batches` 0 they are {} (no arrays), and such a checkpoint
-  restores as before, the fields given back empty. With the DAMSM term or the
-  EMA generator's own statistics on, the field's arrays are missing: another
-  config, named so."""
+  `GANState.g_ema_stats` (and `edge_d`) existed hold no such fields; with
+  `loss.damsm_weight`, `gan.ema_bn_batches` and `loss.edge_d_weight` 0 they are
+  {} (no arrays), and such a checkpoint restores as before, the fields given
+  back empty. With the DAMSM term, the EMA generator's own statistics or the
+  edge critic on, the field's arrays are missing: another config, named so."""
   from configs import tiny  # pylint: disable=import-outside-toplevel
   from mirrorgan_jax import factory, gan_state  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
@@ -116,7 +116,7 @@ def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path)
   config.gan.ema_bn_batches = 0
   models = factory.create_models(config)
   state = gan_state.init_gan_state(models, config, jax.random.key(0))
-  assert state.image_encoder == {} and state.g_ema_stats == {}
+  assert state.image_encoder == {} and state.g_ema_stats == {} and state.edge_d == {}
   old = {f: getattr(state, f) for f in ("step", "g", "g_ema", "d", "text_encoder", "stream")}
   ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=2, async_save=False)
   ckpt.save(7, {"state": old, "key": jax.random.key(3)}, {"iteration": 7})
@@ -127,6 +127,7 @@ def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path)
   out = ckpt.restore(lambda meta: shapes(config))
   assert out.step == 7 and isinstance(out.state["state"], gan_state.GANState)
   assert out.state["state"].image_encoder == {} and out.state["state"].g_ema_stats == {}
+  assert out.state["state"].edge_d == {}
   for a, b in zip(jax.tree.leaves(out.state["state"]), jax.tree.leaves(state)):
     assert (jax.numpy.asarray(a) == b).all()
   config.loss.damsm_weight = 5.0
@@ -135,6 +136,10 @@ def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path)
   config.loss.damsm_weight = 0.0
   config.gan.ema_bn_batches = 2
   with pytest.raises(CheckpointError, match="g_ema_stats.h_net1.* not stored"):
+    ckpt.restore(lambda meta: shapes(config))
+  config.gan.ema_bn_batches = 0
+  config.loss.edge_d_weight = 0.3
+  with pytest.raises(CheckpointError, match="edge_d.params.* not stored"):
     ckpt.restore(lambda meta: shapes(config))
   assert ckpt.steps() == [7]
   ckpt.close()

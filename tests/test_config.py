@@ -48,6 +48,8 @@ def test_shipped_configs_are_valid(get):
     ("model.image_subpixels", 0, "config.model.image_subpixels must be a positive integer"),
     ("gan.ema_bn_batches", -1, "config.gan.ema_bn_batches must be an integer >= 0"),
     ("gan.sample_ca_noise", -0.5, "config.gan.sample_ca_noise must be a number >= 0"),
+    ("loss.edge_d_weight", -0.3, "config.loss.edge_d_weight must be a number >= 0"),
+    ("loss.edge_d_gain", 0.0, "config.loss.edge_d_gain must be a positive number"),
 ])
 def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
   c = birds.get_config()

@@ -10,6 +10,7 @@ import pytest
 from configs import tiny
 from mirrorgan_jax import (damsm, factory, gan_state, gan_step, losses, negatives, parallel,
                            pretrain_steps)
+from mirrorgan_jax.models.discriminator import Discriminator, edge_channels
 from mirrorgan_jax.models.text_encoder import padding_mask
 from mirrorgan_jax.batch import random_batch
 
@@ -135,6 +136,40 @@ def test_negatives_are_blurred_reals_scored_as_fakes_in_each_d_loss(config):
                                             "cond_wrong", "negative")}
     official = (t["real"] + t["cond_real"]) / 2 + (t["fake"] + t["cond_fake"] + t["cond_wrong"]) / 3
     assert metrics[f"d_loss_{i}"] == pytest.approx(official + 0.5 * t["negative"], rel=1e-5)
+
+
+def test_edge_channels_are_the_largest_channels_differences_times_the_gain():
+  image = np.full((1, 2, 3, 3), -1.0, np.float32)
+  largest = [[0.2, 0.7, -0.5], [1.0, 0.0, 0.3]]
+  for y in range(2):
+    for x in range(3):
+      image[0, y, x, (x + y) % 3] = largest[y][x]  # the largest in a different channel each
+  out = np.asarray(edge_channels(jnp.asarray(image), 10.0))
+  np.testing.assert_array_equal(out[..., :3], image)
+  np.testing.assert_allclose(out[0, ..., 3], [[5.0, -12.0, 0.0], [-10.0, 3.0, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(out[0, ..., 4], [[8.0, -7.0, 8.0], [0.0, 0.0, 0.0]], atol=1e-6)
+
+
+def test_the_edge_critic_is_one_more_d_and_leaves_every_other_network_as_it_was(config,
+                                                                               one_device):
+  """`loss.edge_d_weight`: one more D at the last scale whose trunk reads 5
+  channels; every other network starts as without it (same key); its terms
+  are logged apart (d_loss stays the stages' sum) and its adversarial term
+  counts in G's loss at the weight."""
+  c = tiny.get_config()
+  c.loss.edge_d_weight = 0.3
+  models, mesh, init, step = build(c, jax.devices()[:1])
+  with_edge = host(init(jax.random.key(0)))
+  without = host(one_device[2](jax.random.key(0)))
+  assert without.edge_d == {}
+  assert_bitwise_equal(with_edge.replace(edge_d={}), without)
+  assert with_edge.edge_d.params["trunk"]["down0"]["kernel"].shape == (4, 4, 5, c.model.ndf)
+  _, m = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, random_batch(c)), KEY))
+  assert {"d_loss_edge", "d_negative_edge", "g_adv_edge", "nonfinite_d_edge"} <= set(m)
+  assert m["d_loss"] == pytest.approx(m["d_loss_0"] + m["d_loss_1"], rel=1e-6)
+  want = (m["g_adv_0"] + m["g_adv_1"] + 0.3 * m["g_adv_edge"]
+          + c.loss.stream_weight * m["g_stream"] + c.loss.kl_weight * m["g_kl"])
+  assert m["g_loss"] == pytest.approx(want, rel=1e-5)
 
 
 def test_damsm_term_is_the_matching_loss_of_the_last_fakes_by_the_frozen_encoders(config):
@@ -435,8 +470,9 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   assert temp < 1.2 * trained_bytes, (temp, trained_bytes)
 
 
-@pytest.mark.parametrize("damsm_weight", [None, 2.0])
-def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weight):
+@pytest.mark.parametrize("damsm_weight,edge_d_weight", [(None, 0.0), (2.0, 0.0), (None, 0.3)])
+def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weight,
+                                                                      edge_d_weight):
   """The step differentiates G's loss through `jax.vjp` of its single forward
   pass. Here the same loss is written out from the public pieces (G forward,
   D updates by `jax.grad` of the D losses, the adversarial, STREAM and KL
@@ -450,10 +486,12 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
   when both programs are optimised, measured 2026-12-01 and -02); the
   tolerances leave XLA that room to reassociate sums, far below what a wrong
   term or scale of the gradient changes. Once with the tiny config as it is,
-  once with AttnGAN's DAMSM term."""
+  once with AttnGAN's DAMSM term, once with the edge critic (whose update is
+  compared too: a D on the image with `edge_channels` written out here)."""
   config = tiny.get_config()
   if damsm_weight is not None:
     config.loss.damsm_weight = damsm_weight
+  config.loss.edge_d_weight = edge_d_weight
   models, mesh, init, step = build(config, jax.devices()[:1])
   batch = random_batch(config)
   state = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)[0])
@@ -479,15 +517,25 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
     # the shapes-derived tiny config's negatives: blurred reals, keys as the step's
     neg_key = jax.random.fold_in(jax.random.fold_in(KEY, state.step), 1)
     weight = config.loss.negative_weight
+    # (D, its state, what it reads of a batch of images): the stages' Ds, then
+    # the edge critic, a plain D of the last scale's size on 5 channels
+    critics = [(disc, d, lambda x, i=i: x[i])
+               for i, (disc, d) in enumerate(zip(models.discriminators, state.d))]
+    if edge_d_weight:
+      plain = Discriminator(models.discriminators[-1].image_size, config.model.ndf)
+      critics.append((plain, state.edge_d, lambda x: edge_input(x[-1])))
     updated_d = []
-    for i, (disc, d, real, fake) in enumerate(zip(models.discriminators, state.d,
-                                                   batch["images"], fakes)):
-      neg = (negatives.blurred(real, jax.random.fold_in(neg_key, i),
+    for k, (disc, d, view) in enumerate(critics):
+      real = batch["images"][min(k, len(fakes) - 1)]
+      neg = (negatives.blurred(real, jax.random.fold_in(neg_key, k),
                                config.loss.negative_min_share) if weight else None)
+      if k == len(fakes):
+        neg = edge_input(neg)
 
-      def d_loss(p, disc=disc, d=d, real=real, fake=fake, neg=neg):
-        logits, _ = disc.apply({"params": p, "batch_stats": d.batch_stats}, real, fake, sent,
-                               wrong, neg, method="discriminate", mutable=["batch_stats"])
+      def d_loss(p, disc=disc, d=d, view=view, neg=neg):
+        logits, _ = disc.apply({"params": p, "batch_stats": d.batch_stats},
+                               view(batch["images"]), view(fakes), sent, wrong, neg,
+                               method="discriminate", mutable=["batch_stats"])
         return losses.discriminator_loss(logits, weight)[0]
       updates, _ = models.d_tx.update(jax.grad(d_loss)(d.params), d.opt_state, d.params)
       updated_d.append({"params": optax.apply_updates(d.params, updates),
@@ -496,9 +544,10 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
     def g_loss(params):
       fakes, mu, logvar = generate(params)
       total = losses.kl_loss(mu, logvar) * config.loss.kl_weight
-      for disc, variables, fake in zip(models.discriminators, updated_d, fakes):
-        (u, c), _ = disc.apply(variables, fake, sent, mutable=["batch_stats"])
-        total += losses.generator_adversarial_loss(u, c)
+      for k, ((disc, _, view), variables) in enumerate(zip(critics, updated_d)):
+        (u, c), _ = disc.apply(variables, view(fakes), sent, mutable=["batch_stats"])
+        total += (edge_d_weight if k == len(fakes) else 1.0) * (
+            losses.generator_adversarial_loss(u, c))
       captions = models.captioner.apply(state.stream, fakes[-1], caps)
       total += config.loss.stream_weight * losses.caption_loss(captions, caps, lens)
       if config.loss.damsm_weight:  # AttnGAN's term, where the config sets it
@@ -510,9 +559,9 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
 
     grads = jax.grad(g_loss)(state.g.params)
     updates, opt_state = models.g_tx.update(grads, state.g.opt_state, state.g.params)
-    return optax.apply_updates(state.g.params, updates), opt_state
+    return optax.apply_updates(state.g.params, updates), opt_state, updated_d[len(fakes):]
 
-  params, opt_state = host(reference(state, batch))
+  params, opt_state, edge_d = host(reference(state, batch))
   compare = lambda a, b, **tol: jax.tree.map(  # noqa: E731
       lambda x, y: np.testing.assert_allclose(x, y, **tol), a, b)
   # the gradient, through Adam's b1
@@ -520,6 +569,20 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
   compare(new.g.opt_state[0].nu, opt_state[0].nu, rtol=1e-4, atol=1e-12)
   compare(new.g.params, params, rtol=1e-5, atol=1e-6)
   assert int(new.g.opt_state[0].count) == int(opt_state[0].count) == 2
+  if edge_d_weight:
+    compare(new.edge_d.params, edge_d[0]["params"], rtol=1e-5, atol=1e-6)
+  else:
+    assert new.edge_d == {} and edge_d == []
+
+
+def edge_input(images):
+  """`edge_channels` at the default gain, written out: the largest channel of
+  each pixel's right (then lower) neighbour minus its own, 0 on the last
+  column (row)."""
+  m = images.max(-1)
+  dx = jnp.zeros_like(m).at[:, :, :-1].set(m[:, :, 1:] - m[:, :, :-1])
+  dy = jnp.zeros_like(m).at[:, :-1, :].set(m[:, 1:, :] - m[:, :-1, :])
+  return jnp.concatenate([images, 30.0 * dx[..., None], 30.0 * dy[..., None]], -1)
 
 
 @pytest.mark.parametrize("phase", ["stream", "damsm"])

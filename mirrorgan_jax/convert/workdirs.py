@@ -140,8 +140,11 @@ def write_generator(out: str, config, g_vars, sources, step: int = 0) -> str:
     stream_vars = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     extra["untrained_stream"] = True
   previous = _phase_state(out, "gan")
+  edge_d = gan_state.init_edge_d(models, config, jax.random.key(config.seed))
   if previous is not None and previous.config.model.num_stages == config.model.num_stages:
     ds = previous.state.d
+    if bool(previous.state.edge_d) == bool(edge_d):  # the same critics: keep them
+      edge_d = previous.state.edge_d
   else:
     ds = tuple(NetState(v["params"], v.get("batch_stats", {}), models.d_tx.init(v["params"]))
                for v in _fresh_discriminators(models, config))
@@ -152,7 +155,8 @@ def write_generator(out: str, config, g_vars, sources, step: int = 0) -> str:
                    stream=stream_vars, image_encoder=gan_state.damsm_image_variables(
                        config, damsm.state),
                    # The file's statistics until a GAN phase recomputes them.
-                   g_ema_stats=g_vars["batch_stats"] if gan_state.uses_ema_stats(config) else {})
+                   g_ema_stats=g_vars["batch_stats"] if gan_state.uses_ema_stats(config) else {},
+                   edge_d=edge_d)
   return _save(out, "gan", config, state, step, False, sources, **extra)
 
 

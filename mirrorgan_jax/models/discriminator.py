@@ -5,6 +5,8 @@ Trunk: stride-2 4x4 convs down to 4x4 (the first without BatchNorm), LeakyReLU
 4ndf -> 8ndf); each doubling of the image size adds one down-block (doubling the
 width) and one 3x3 conv (halving it back), as D_NET128 and D_NET256. Smaller
 images use fewer trunk convs and so end narrower.
+With `edge_gain` > 0 (a deviation, shapes only: `loss.edge_d_weight`) the trunk
+reads two more channels, `edge_channels`: an edge critic.
 Heads: an unconditional logit (4x4 conv, stride 4, with bias) and a
 sentence-conditional one (tile the raw STEM sentence to 4x4, concat, 3x3 conv
 -> BN -> LeakyReLU, then the same 4x4 conv). Logits are returned in float32.
@@ -20,6 +22,7 @@ results are the official separate calls' (a conv treats each image apart).
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mirrorgan_jax.models.layers import batch_norm, conv, conv2d, orthogonal, torch_bias_init
@@ -68,10 +71,24 @@ def _conv_parts(layer: nn.Module, parts):
   return tuple(layer(p) for p in parts)
 
 
+def edge_channels(images: jax.Array, gain: float) -> jax.Array:
+  """(B, H, W, 3) -> (B, H, W, 5): the images, then the differences of each
+  pixel's largest channel (its coverage, whatever the colour) from its right
+  and from its lower neighbour (0 on the last column and row), times `gain`.
+  A D of this architecture reading the image alone does not learn that a
+  square's edge runs a fraction of a pixel off the axis; with these channels it
+  does (docs/shapes_default_job.md, twenty-second and twenty-third sittings)."""
+  m = images.max(axis=-1)
+  dx = jnp.pad(m[:, :, 1:] - m[:, :, :-1], ((0, 0), (0, 0), (0, 1)))
+  dy = jnp.pad(m[:, 1:, :] - m[:, :-1, :], ((0, 0), (0, 1), (0, 0)))
+  return jnp.concatenate([images, gain * dx[..., None], gain * dy[..., None]], axis=-1)
+
+
 class DTrunk(nn.Module):
   image_size: int
   ndf: int
   dtype: Dtype = jnp.float32
+  edge_gain: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -79,6 +96,8 @@ class DTrunk(nn.Module):
     each batch normalised with its own statistics, in order)."""
     trunk, downs, convs = trunk_widths(self.image_size, self.ndf)
     parts = tuple(p.astype(self.dtype) for p in (x if isinstance(x, tuple) else (x,)))
+    if self.edge_gain:
+      parts = tuple(edge_channels(p, self.edge_gain) for p in parts)
 
     def block(conv_layer, bn_name, parts):
       parts = _conv_parts(conv_layer, parts)
@@ -168,9 +187,10 @@ class Discriminator(nn.Module):
   image_size: int = 64
   ndf: int = 64
   dtype: Dtype = jnp.float32
+  edge_gain: float = 0.0  # > 0: the edge critic (`edge_channels`), a deviation
 
   def setup(self):
-    self.trunk = DTrunk(self.image_size, self.ndf, self.dtype)
+    self.trunk = DTrunk(self.image_size, self.ndf, self.dtype, self.edge_gain)
     self.uncond = DLogits(False, self.dtype)
     self.cond = DLogits(True, self.dtype)
 
