@@ -219,3 +219,24 @@ def test_discriminators_of_another_size_are_refused(converted):
   d_vars = random_variables("discriminators", c)
   with pytest.raises(ValueError, match="netD0: its shapes differ from the discriminators of"):
     workdirs.write_discriminators(out, c, d_vars, ["netD0.pth"])
+
+
+def test_a_generator_converted_for_a_config_with_the_edge_critic_keeps_one(tmp_path):
+  """`loss.edge_d_weight` (shapes): the gan checkpoint written around a
+  converted G holds a fresh edge critic of the config's shapes, which restores
+  under that config and stays when the official Ds are converted in."""
+  from mirrorgan_jax import trained  # pylint: disable=import-outside-toplevel
+  fx = Fixture(FIXTURES, str(tmp_path))
+  out = str(tmp_path / "W")
+  commands.convert("damsm", [fixture_file("text_encoder.pth"), fx.file("image_encoder")],
+                   small_config(), out, vocab=captions_pickle(tmp_path / "captions.pickle"))
+  c = gan_config()
+  c.loss.edge_d_weight = 0.3
+  commands.convert("generator", [fixture_file("netG.pth")], c, out, step=3)
+  edge = trained.restore(out, "gan").state.edge_d
+  want = factory.create_models(c).edge_discriminator.image_size
+  assert want == 256 and edge.params["trunk"]["down0"]["kernel"].shape[2] == 5
+  commands.convert("discriminators", [fixture_file(f"netD{i}.pth") for i in range(3)], c, out)
+  again = trained.restore(out, "gan").state
+  jax.tree.map(np.testing.assert_array_equal, again.edge_d.params, edge.params)
+  assert len(again.d) == 3
