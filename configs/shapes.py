@@ -84,11 +84,12 @@ def get_config():
   # shape went from 0.53 to 0.59, relation from 0.89 to 0.96
   # (docs/shapes_default_job.md).
   config.stream.num_steps = 6_000
-  # 3,500: an iteration with the edge critic takes about 1.2x one without,
-  # and 3,500 keep the whole job at the time 4,000 took without it (4,000
-  # with it: 1.11x). With 2 x 2 sub-pixels and no edge critic 4,000 reached
-  # the official head's 6,400-iteration checkpoint metric
-  # (docs/shapes_default_job.md).
+  # 3,500: an iteration with the edge critic takes about 1.18x one without
+  # (`benchmarks.step_time`), so 3,500 cost about what 4,100 without it did:
+  # by its steps a job about 1.03x the previous default's (measured on one
+  # machine in a slow hour: 658 s against 586 s; 4,000 with the critic 651 s).
+  # With 2 x 2 sub-pixels and no edge critic 4,000 reached the official
+  # head's 6,400-iteration checkpoint metric (docs/shapes_default_job.md).
   config.gan.num_steps = 3_500
   # Deviation: Adam 1.2e-3 for G and each D instead of 2e-4. Measured on this
   # dataset (docs/shapes_default_job.md), GAN 3,800 from the same DAMSM and

@@ -217,8 +217,8 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
     metrics.update({f"nonfinite_d_{c[0]}": flag(b) for c, b in zip(critics, d_ok)})
     metrics["update_skipped"] = flag(functools.reduce(jnp.logical_and, d_ok, g_ok))
     step = jnp.where(g_ok, state.step + 1, state.step)
-    n = len(state.d)
-    return state.replace(step=step, g=g, g_ema=g_ema, d=tuple(d_new[:n]),
-                         edge_d=d_new[n] if n < len(d_new) else state.edge_d), metrics
+    n = len(state.d)  # the stages' Ds come first in `critics`, the edge critic last
+    edge_d = d_new[n] if models.edge_discriminator is not None else state.edge_d
+    return state.replace(step=step, g=g, g_ema=g_ema, d=tuple(d_new[:n]), edge_d=edge_d), metrics
 
   return train_step
