@@ -197,11 +197,14 @@ class PhaseCheckpoints:
     ])
     # best_fn is what makes Orbax write each checkpoint's metric to disk and rank
     # by it (best_step, and BestN after a restart); without it "best" is the newest.
+    # Only a writer clears unfinished (tmp) checkpoints when it opens the folder:
+    # a reader (generate, evaluate) opening a training run's folder would delete
+    # the save in progress, and the run would fail on it.
     self.manager = _Manager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=async_save,
-            create=True, cleanup_tmp_directories=True,
+            create=writer, cleanup_tmp_directories=writer,
             best_fn=lambda m: m["value"], best_mode="min"))
 
   def path(self, step: int) -> str:

@@ -143,3 +143,28 @@ def test_a_gan_checkpoint_from_before_the_image_encoder_field_restores(tmp_path)
     ckpt.restore(lambda meta: shapes(config))
   assert ckpt.steps() == [7]
   ckpt.close()
+
+
+def test_a_reader_leaves_a_save_in_progress(tmp_path):
+  """`evaluate` or `generate` opening a training run's folder while it saves:
+  Orbax's clean-up of unfinished checkpoints at open deleted the save's
+  temporary folder, and the run failed on it. Only a writer clears them."""
+  ckpt = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False)
+  _save(ckpt, 1, 1.0)
+  ckpt.close()
+  unfinished = tmp_path / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp"
+  unfinished.mkdir(parents=True)  # as a running save leaves it
+  reader = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False, writer=False)
+  assert reader.steps() == [1]
+  assert reader.restore(lambda meta: {"x": jnp.zeros((2,))}).step == 1
+  cleanup = getattr(reader.manager, "_cleanup_tmp_directory_future", None)
+  if cleanup is not None:  # Orbax clears in the background: let it finish
+    cleanup.result()
+  reader.close()
+  assert unfinished.is_dir()
+  # A writer (a restarted run) clears what a killed save left, as before.
+  writer = PhaseCheckpoints(str(tmp_path), keep_latest=3, async_save=False)
+  _save(writer, 2, 1.0)
+  writer.close()
+  assert not (tmp_path / "2.orbax-checkpoint-tmp").exists()
+  assert PhaseCheckpoints(str(tmp_path), writer=False).steps() == [1, 2]
