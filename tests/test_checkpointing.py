@@ -167,4 +167,6 @@ def test_a_reader_leaves_a_save_in_progress(tmp_path):
   _save(writer, 2, 1.0)
   writer.close()
   assert not (tmp_path / "2.orbax-checkpoint-tmp").exists()
-  assert PhaseCheckpoints(str(tmp_path), writer=False).steps() == [1, 2]
+  again = PhaseCheckpoints(str(tmp_path), writer=False)
+  assert again.steps() == [1, 2]
+  again.close()
