@@ -40,6 +40,8 @@ def get_config():
   config.train.checkpoint_every = 1
   config.train.sample_every = 2
   config.train.eval_batches = 1
+  # One phase after another, as birds: tests/test_train.py runs them at once.
+  config.train.concurrent_pretraining = False
   config.eval.inception_image_size = 75  # Inception's smallest input: fast tests
   config.eval.train_fid_images = 16
   config.data.shapes.train_size = 64

@@ -128,6 +128,8 @@ def check_config(config) -> None:
   for f in ("image_encoder.inception_weights", "stream.resnet_weights"):
     if f.split(".")[1] in config[f.split(".")[0]]:
       r(f, lambda v: isinstance(v, str), "a .pth or .npz path, or ''")
+  if "concurrent_pretraining" in config.train:  # absent from configs saved before it
+    r("train.concurrent_pretraining", lambda v: isinstance(v, bool), "True or False")
   if "allow_random_backbones" in config.train:
     r("train.allow_random_backbones", lambda v: isinstance(v, bool), "True or False")
   r("eval.fid_stats", lambda v: isinstance(v, str), "a .npz path or ''")

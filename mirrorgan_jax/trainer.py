@@ -9,6 +9,7 @@ newest checkpoint is marked complete is skipped; SIGTERM and SIGINT save a
 checkpoint and end the run cleanly.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -162,16 +163,18 @@ def _compiled(run: "Run", name: str, config, make: Callable[[ml_collections.Conf
 RUN_ONCE = ("_init", "gan_grow")  # names of programs a phase runs once
 
 
-def _release_run_once(state) -> None:
-  """Drops the executables of the programs a phase runs once (its init, a
+def _release_run_once(state, phase: str) -> None:
+  """Drops the executables of the programs `phase` runs once (its init, a
   growth), once `state`, which they made, is ready: otherwise they stay
   resident beside the step for the rest of the process (birds: the gan init
   holds 197 MiB). Called after the step's compile, which thus overlaps the
-  init's run. A later run in this process traces and compiles them again,
-  from the persistent compilation cache where that is on."""
+  init's run. Only this phase's: another may be running at once. A later run
+  in this process traces and compiles them again, from the persistent
+  compilation cache where that is on."""
   jax.block_until_ready(state)
-  for (name, *_), program in _COMPILED.items():
-    if any(part in name for part in RUN_ONCE) and hasattr(program, "clear_cache"):
+  for (name, *_), program in list(_COMPILED.items()):
+    if (name.startswith(phase + "_") and any(part in name for part in RUN_ONCE)
+        and hasattr(program, "clear_cache")):
       program.clear_cache()
   host_memory.release()
 
@@ -301,7 +304,7 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
       if id(seg) not in warmed:  # compiled before it runs, the compiler's garbage released
         host_memory.compile_and_release(seg.step, state, batch, key)
         warmed.add(id(seg))
-        _release_run_once(state)  # the init or growth that made `state` has run
+        _release_run_once(state, phase)  # the init or growth that made `state` has run
       state, metrics = seg.step(state, batch, key)
       iteration += 1
       run.iterations += 1
@@ -606,6 +609,55 @@ def run(config, workdir: str, *, stop_after: int | None = None, devices=None) ->
     raise
 
 
+def _pretrain_phase(run: Run, models, phase: str, key):
+  _, ds = pipeline.from_config(phase_config(run.config, phase))
+  return run_phase(run, phase, pretrain_segments(run, models, phase), train_data=ds, key=key)
+
+
+def _run_pretraining(run: Run, models, phases: list[str], keys) -> dict:
+  """Trains the pretraining `phases` (damsm, stream): one after the other, or
+  with `train.concurrent_pretraining` at once, one thread each (they share
+  nothing: each its own programs, data, key and checkpoints, so each ends bit
+  for bit as alone). On a CPU neither step keeps both cores busy: at once the
+  shapes default's two phases take about 0.6x as long (docs/benchmarks.md).
+  A phase that fails stops the others, each saving a checkpoint, and its
+  error is raised; stops (a signal; `stop_after`, which counts each phase's
+  own iterations here) are raised as one Preempted once all have saved."""
+  at_once = (run.config.train.get("concurrent_pretraining", False) and len(phases) > 1
+             and jax.process_count() == 1)  # hosts must launch programs in one order
+  if not at_once:
+    return {p: _pretrain_phase(run, models, p, keys[p]) for p in phases}
+  runs = {p: dataclasses.replace(run, iterations=0) for p in phases}
+
+  def train(phase):
+    try:
+      return _pretrain_phase(runs[phase], models, phase, keys[phase])
+    except Preempted:  # by a signal, which the others see too, or its own stop_after
+      raise
+    except BaseException:
+      if not run.stop.reason:  # the others save and stop
+        run.stop.reason = f"the {phase} phase failed"
+      raise
+
+  with concurrent.futures.ThreadPoolExecutor(len(phases), "phase") as pool:
+    futures = {p: pool.submit(train, p) for p in phases}
+    # Waited on in short turns: the main thread must return to Python for the
+    # SIGTERM / SIGINT handlers, which ask every phase to save and stop.
+    while concurrent.futures.wait(futures.values(), timeout=0.5).not_done:
+      pass
+  run.iterations += sum(r.iterations for r in runs.values())
+  errors = [f.exception() for f in futures.values() if f.exception() is not None]
+  failures = [e for e in errors if not isinstance(e, Preempted)]
+  if failures:
+    for e in errors:
+      if isinstance(e, Preempted):
+        logging.warning("%s", e)
+    raise failures[0]
+  if errors:
+    raise Preempted("; ".join(str(e) for e in errors))
+  return {p: f.result() for p, f in futures.items()}
+
+
 def _only_run_info(workdir: str) -> bool:
   return all(set(files) <= set(summaries.RUN_INFO_FILES) if root == workdir else not files
              for root, _, files in os.walk(workdir))
@@ -625,14 +677,8 @@ def _run_phases(config, workdir, phases, mesh, is_main, stop_after) -> dict:
   keys = {p: jax.random.fold_in(base, i) for i, p in enumerate(PHASES)}
   out = {}
   with stop.installed():
-    for phase in PHASES:
-      if phase == "gan":
-        break
-      if getattr(config, phase).weights or phase not in phases:
-        continue
-      _, ds = pipeline.from_config(phase_config(config, phase))
-      out[phase] = run_phase(r, phase, pretrain_segments(r, models, phase), train_data=ds,
-                             key=keys[phase])
+    pretrain = [p for p in PHASES[:-1] if p in phases and not getattr(config, p).weights]
+    out.update(_run_pretraining(r, models, pretrain, keys))
     if "gan" in phases:
       texts = out.get("damsm") or load_phase_state(
           r, "damsm", pretrain_init(r, models, "damsm", backbone=False), keys["damsm"])

@@ -19,6 +19,7 @@ def test_birds_has_the_official_values():
   assert not c.model.masked_image_head
   assert c.gan.ema_bn_batches == 0  # sampling with the live G's BatchNorm statistics
   assert (c.gan.sample_z_scale, c.gan.sample_ca_noise) == (1.0, 1.0)  # the full noise
+  assert not c.train.concurrent_pretraining  # one phase after another
 
 
 def test_coco_has_attngan_coco_values():

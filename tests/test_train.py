@@ -150,6 +150,41 @@ def test_resume_is_exact_mid_phase_across_phases_and_across_growth(whole, tmp_pa
     assert_bitwise_equal(out[phase], expected[phase])
 
 
+def test_pretraining_phases_at_once_end_as_one_after_the_other(whole, tmp_path):
+  """damsm and stream in a thread each: stopped after one iteration each (a
+  sequential run would stop before stream starts), both save; resumed, both
+  end bit for bit as the uninterrupted sequential run."""
+  _, expected = whole
+  c = growth_config()
+  c.train.phases, c.train.concurrent_pretraining = "damsm,stream", True
+  workdir = str(tmp_path)
+  with pytest.raises(trainer.Preempted, match=r"^damsm: stopped at iteration 1 \(stop_after\)"
+                                              r".*; stream: stopped at iteration 1 "):
+    trainer.run(c, workdir, stop_after=1)
+  out = trainer.run(c, workdir)
+  for phase in ("damsm", "stream"):
+    assert_bitwise_equal(out[phase], expected[phase])
+
+
+def test_a_phase_failing_at_once_with_another_stops_it_with_a_checkpoint(tmp_path, caplog):
+  """damsm's non-finite loss is the run's error; stream, running beside it,
+  saves where it is and says why it stopped."""
+  c = tiny.get_config()
+  c.train.phases, c.train.concurrent_pretraining = "damsm,stream", True
+  c.damsm.gamma3 = float("inf")  # the matching losses become NaN
+  c.stream.num_steps = 5_000  # still running when damsm fails (a few seconds in)
+  c.train.log_every = c.train.checkpoint_every = 0
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(trainer.TrainingStopped, match="damsm: non-finite loss at iteration 1"):
+      trainer.run(c, str(tmp_path))
+  assert "(the damsm phase failed); checkpoint" in caplog.text
+  ck = PhaseCheckpoints(os.path.join(str(tmp_path), "checkpoints", "stream"))
+  step = ck.steps()[-1]
+  meta = ck.meta(step)
+  ck.close()
+  assert step < 5_000 and not meta["complete"]
+
+
 def test_more_steps_continue_a_complete_phase(whole, tmp_path):
   """A finished damsm phase asked for one more iteration goes on from where it
   stopped (and ends equal to an uninterrupted run of that length); asked for
@@ -224,30 +259,36 @@ def test_a_damaged_checkpoint_is_reported_and_an_older_one_used(tmp_path, caplog
   assert os.path.isdir(newest + ".damaged")  # set aside, then written again
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("phases", [("damsm",), ("damsm", "stream")])
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, phases):
+  """Also with damsm and stream training at once: each saves."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   workdir = str(tmp_path)
   proc = subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "train.py"), "--config",
        os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
-       "--config.train.phases=damsm", "--config.damsm.num_steps=100000",
-       "--config.train.checkpoint_every=1000"],
+       f"--config.train.phases={','.join(phases)}", "--config.damsm.num_steps=100000",
+       "--config.stream.num_steps=100000", "--config.train.checkpoint_every=1000",
+       f"--config.train.concurrent_pretraining={len(phases) > 1}"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   path = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(path) and len(open(path).readlines()) >= 2:
-      break
+    if os.path.exists(path):
+      logged = [json.loads(line)["phase"] for line in open(path).readlines()]
+      if all(logged.count(p) >= 2 for p in phases):
+        break
     time.sleep(0.5)
   proc.send_signal(signal.SIGTERM)
   output, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, output
-  assert "stopped at iteration" in output and "SIGTERM" in output
-  ck = PhaseCheckpoints(os.path.join(workdir, "checkpoints", "damsm"))
-  step = ck.steps()[-1]
-  meta = ck.meta(step)
-  ck.close()
-  assert step >= 2 and not meta["complete"] and meta["iteration"] == step
+  for phase in phases:
+    assert f"{phase}: stopped at iteration" in output and "SIGTERM" in output
+    ck = PhaseCheckpoints(os.path.join(workdir, "checkpoints", phase))
+    step = ck.steps()[-1]
+    meta = ck.meta(step)
+    ck.close()
+    assert step >= 2 and not meta["complete"] and meta["iteration"] == step
 
 
 def test_runs_that_differ_only_in_what_programs_do_not_read_share_them():
