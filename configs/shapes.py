@@ -2,7 +2,8 @@
 job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
 images correctly: shape 0.987 on real ones) keep a GAN iteration near 105 ms
 on a 2-core Intel Xeon (`benchmarks.step_time`), where all three phases took
-11.0 minutes, right after the previous default's took 9.8 (8.6 in a faster hour).
+10.0 minutes with DAMSM and STREAM trained at once (11.0 one after the other, in
+a slower hour).
 docs/shapes_default_job.md has the measurements behind each value that
 differs from birds.py."""
 
@@ -120,8 +121,8 @@ def get_config():
   config.train.sample_every = 500
   config.train.eval_batches = 4
   # DAMSM and STREAM trained at once, a thread each: the same results, and on
-  # the 2-core Intel Xeon 28.6 s instead of 45.3 s for 600 and 1,800 of their
-  # iterations (neither step keeps both cores busy; docs/benchmarks.md).
+  # the 2-core Intel Xeon 29.4 s instead of 43.9 s for 600 and 1,800 of their
+  # steps (`benchmarks.pretraining`; neither keeps both cores busy).
   config.train.concurrent_pretraining = True
 
   config.data.workers = 0  # rendering is cheap; no worker processes

@@ -619,7 +619,7 @@ def _run_pretraining(run: Run, models, phases: list[str], keys) -> dict:
   with `train.concurrent_pretraining` at once, one thread each (they share
   nothing: each its own programs, data, key and checkpoints, so each ends bit
   for bit as alone). On a CPU neither step keeps both cores busy: at once the
-  shapes default's two phases take about 0.6x as long (docs/benchmarks.md).
+  shapes default's two phases' steps take 0.67x as long (docs/benchmarks.md).
   A phase that fails stops the others, each saving a checkpoint, and its
   error is raised; stops (a signal; `stop_after`, which counts each phase's
   own iterations here) are raised as one Preempted once all have saved."""

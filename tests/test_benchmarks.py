@@ -382,3 +382,14 @@ def test_train_loop_feed_cpu_is_the_host_time_of_each_batch(monkeypatch):
   monkeypatch.setattr(pipeline, "device_batch", slow)
   slowed = train_loop.feed_cpu_ms(config, batches=20)
   assert 0 < plain < slowed and slowed - plain >= 15, (plain, slowed)
+
+
+def test_pretraining_times_both_phases_alone_and_at_once():
+  """benchmarks/pretraining.py at the tiny size: each phase's steps timed alone
+  and in its own thread, and the wall time of both at once."""
+  from benchmarks import pretraining  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  r = pretraining.measure(tiny.get_config(), {"damsm": 2, "stream": 3})
+  assert set(r["alone"]) == set(r["at_once"]) == {"damsm", "stream"}
+  assert all(t > 0 for t in [*r["alone"].values(), *r["at_once"].values()])
+  assert r["wall"] >= max(r["at_once"].values())
