@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import tempfile
+import threading
+import time
 from typing import Any, Callable
 
 from etils import epath
@@ -176,6 +178,15 @@ class _Manager(ocp.CheckpointManager):
       return None
 
 
+# Orbax keys the signals of an asynchronous save by one operation id for the
+# whole process: two managers saving at once (phases trained at once, a thread
+# each) read each other's id and wait for signals that never come (a failed
+# save after 300 s). So one save at a time in a process: a save first waits
+# until another manager's last one is done (its errors stay that manager's).
+_SAVE_LOCK = threading.Lock()
+_last_saver = None  # the PhaseCheckpoints that saved last
+
+
 class PhaseCheckpoints:
   """The checkpoints of one phase, in `directory`."""
 
@@ -223,10 +234,17 @@ class PhaseCheckpoints:
       # Taken now, as JSON: a handler reading the iterator in the background
       # could see it after the training loop has moved it on.
       items["data_iter"] = ocp.args.JsonSave(data_iter.get_state())
-    with self._writing():  # also reports a failure of the previous save
-      self.manager.save(step, args=ocp.args.Composite(**items),
-                        metrics=None if metric is None else {"value": float(metric)},
-                        force=True)
+    global _last_saver
+    with _SAVE_LOCK:
+      other = _last_saver
+      if other is not None and other is not self:
+        while other.manager.is_saving_in_progress():
+          time.sleep(0.01)
+      with self._writing():  # also reports a failure of the previous save
+        self.manager.save(step, args=ocp.args.Composite(**items),
+                          metrics=None if metric is None else {"value": float(metric)},
+                          force=True)
+      _last_saver = self
 
   @contextlib.contextmanager
   def _writing(self):
@@ -327,7 +345,11 @@ class PhaseCheckpoints:
 
   def close(self) -> None:
     """Waits for the last save, then closes (even when that save failed)."""
+    global _last_saver
     try:
       self.wait()
     finally:
       self.manager.close()
+      with _SAVE_LOCK:
+        if _last_saver is self:
+          _last_saver = None
