@@ -18,13 +18,11 @@ import jax
 
 import benchmarks
 from configs import shapes, tiny
-from mirrorgan_jax import factory, parallel, pretrain_steps, trainer
+from mirrorgan_jax import factory, parallel, trainer
 from mirrorgan_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 PRESETS = {"shapes": shapes.get_config, "tiny": tiny.get_config}
-PROGRAMS = {"damsm": (pretrain_steps.init_damsm_state, pretrain_steps.make_damsm_step),
-            "stream": (pretrain_steps.init_stream_state, pretrain_steps.make_stream_step)}
 
 
 class Phase:
@@ -33,7 +31,7 @@ class Phase:
   def __init__(self, config, phase: str, mesh):
     pc = trainer.phase_config(config, phase)
     models = factory.create_models(pc)
-    init, make_step = PROGRAMS[phase]
+    init, make_step = trainer._PRETRAIN[phase][:2]  # pylint: disable=protected-access
     self.mesh, self.key = mesh, jax.random.key(1)
     self.state = jax.jit(lambda k: init(models, pc, k))(jax.random.key(0))
     _, ds = pipeline.from_config(pc)
