@@ -113,6 +113,12 @@ def get_config():
   # (mirrorgan_jax/models/discriminator.py, `edge_channels`).
   config.loss.edge_d_weight = 0.0
   config.loss.edge_d_gain = 30.0
+  # Deviation when > 0 (shapes only): colour twins. The last row of every
+  # `gan.twin_every` of a GAN batch is the row before it in other colours (no
+  # held-out pair), drawn from the same noise, and the squared difference of
+  # the two rows' image-head coverages joins G's loss at this weight
+  # (losses.colour_twin_loss).
+  config.loss.colour_twin_weight = 0.0
 
   config.ema_decay = 0.999  # of G's parameters, after every G step
 
@@ -136,6 +142,9 @@ def get_config():
   # caption; training never reads them (mirrorgan_jax/sampling.py).
   config.gan.sample_z_scale = 1.0
   config.gan.sample_ca_noise = 1.0
+  # With loss.colour_twin_weight > 0: the last row of every `twin_every` of a
+  # batch is a colour twin (2: half of the rows).
+  config.gan.twin_every = 2
 
   # The training program (train.py).
   config.train = ml_collections.ConfigDict()

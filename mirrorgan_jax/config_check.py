@@ -128,6 +128,17 @@ def check_config(config) -> None:
   for f in ("image_encoder.inception_weights", "stream.resnet_weights"):
     if f.split(".")[1] in config[f.split(".")[0]]:
       r(f, lambda v: isinstance(v, str), "a .pth or .npz path, or ''")
+  if config.loss.get("colour_twin_weight", 0.0):  # absent from configs saved before it
+    r("loss.colour_twin_weight",
+      lambda v: v > 0 and config.dataset == "shapes" and config.model.masked_image_head,
+      "0, or a number > 0 with dataset 'shapes' and model.masked_image_head (twins are made "
+      "by recolouring scenes, and their coverages compared)")
+    every = config.gan.get("twin_every", 2)
+    if "twin_every" in config.gan:
+      r("gan.twin_every", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+    r("batch_size", lambda v: v % every == 0,
+      f"a multiple of gan.twin_every={every} with loss.colour_twin_weight "
+      "(the last row of every gan.twin_every is a colour twin)")
   if "concurrent_pretraining" in config.train:  # absent from configs saved before it
     r("train.concurrent_pretraining", lambda v: isinstance(v, bool), "True or False")
   if "allow_random_backbones" in config.train:

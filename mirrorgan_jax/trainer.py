@@ -76,6 +76,7 @@ def phase_config(config, phase: str):
   c.batch_size = {"damsm": config.damsm.batch_size, "stream": config.stream.batch_size,
                   "gan": config.batch_size}[phase]
   c.data.near_misses = phase == "damsm" and config.damsm.get("near_misses", False)
+  c.data.colour_twins = phase == "gan" and config.loss.get("colour_twin_weight", 0.0) > 0
   return c
 
 

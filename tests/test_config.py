@@ -51,6 +51,8 @@ def test_shipped_configs_are_valid(get):
     ("gan.sample_ca_noise", -0.5, "config.gan.sample_ca_noise must be a number >= 0"),
     ("loss.edge_d_weight", -0.3, "config.loss.edge_d_weight must be a number >= 0"),
     ("loss.edge_d_gain", 0.0, "config.loss.edge_d_gain must be a positive number"),
+    ("loss.colour_twin_weight", 1.0, "with dataset 'shapes' and model.masked_image_head"),
+    ("loss.colour_twin_weight", -1.0, "config.loss.colour_twin_weight must be 0, or"),
 ])
 def test_out_of_range_values_are_refused_with_the_field_name(path, value, fragment):
   c = birds.get_config()
@@ -86,6 +88,23 @@ def test_near_miss_batches_must_be_even():
   with pytest.raises(ConfigError, match=r"config.damsm.batch_size must be even with "
                                         r"damsm.near_misses"):
     check_config(c)
+
+
+def test_colour_twins_need_a_batch_of_whole_groups():
+  from configs import shapes  # pylint: disable=import-outside-toplevel
+  c = shapes.get_config()
+  c.loss.colour_twin_weight = 10.0
+  c.gan.twin_every = 4
+  check_config(c)  # batch 32
+  c.gan.twin_every = 3
+  with pytest.raises(ConfigError, match=r"config.batch_size must be a multiple of "
+                                        r"gan.twin_every=3 with loss.colour_twin_weight"):
+    check_config(c)
+  c.gan.twin_every = 1
+  with pytest.raises(ConfigError, match=r"config.gan.twin_every must be an integer >= 2"):
+    check_config(c)
+  del c.gan["twin_every"]  # a config saved before the field: pairs
+  check_config(c)
 
 
 def test_old_checkpoints_configs_get_the_official_values_of_later_fields():

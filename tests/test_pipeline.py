@@ -146,9 +146,52 @@ def test_near_miss_batches_pair_each_image_with_its_near_miss(config):
         np.testing.assert_array_equal(b["images"][1][row + 1], b["images"][1][row])
   assert twins >= 12  # of 16 pairs
   assert _equal(ds[2], pipeline.from_config(c)[1][2])  # deterministic
-  with pytest.raises(ValueError, match="must be even"):
+  with pytest.raises(ValueError, match="must be a multiple of 2"):
     pipeline.train_dataset(source, batch_size=6, sizes=(32,), words_num=6, seed=0,
                            process_index=0, process_count=2, near_misses=True)
+
+
+@pytest.mark.parametrize("every", [2, 4])
+def test_colour_twins_are_the_row_before_in_other_colours(every):
+  c = tiny.get_config()
+  c.data.colour_twins = True
+  c.gan.twin_every = every
+  source, ds = pipeline.from_config(c)
+  seen = set()
+  for step in range(4):
+    b = ds[step]
+    for row in range(8):
+      index = int(b["indices"][row])
+      if row % every != every - 1:  # an image of the stream, each once
+        np.testing.assert_array_equal(b["images"][1][row],
+                                      np.asarray(source.example(index).picture()))
+        assert index not in seen
+        seen.add(index)
+        continue
+      # The row before in other colours, the outline to the sub-pixel unchanged
+      # (at the rendered size; a smaller stage's resize may round a faint pixel
+      # of one colour to 0).
+      assert index == b["indices"][row - 1]
+      assert not np.array_equal(b["images"][1][row], b["images"][1][row - 1])
+      np.testing.assert_array_equal(b["images"][1][row].max(-1) > 0,
+                                    b["images"][1][row - 1].max(-1) > 0)
+  assert len(seen) == 4 * 8 * (every - 1) // every
+  assert _equal(ds[2], pipeline.from_config(c)[1][2])  # deterministic
+  with pytest.raises(ValueError, match="not both"):
+    pipeline.train_dataset(source, batch_size=8, sizes=(32,), words_num=6, seed=0,
+                           near_misses=True, colour_twins=True)
+  with pytest.raises(ValueError, match="must be a multiple of 3"):
+    pipeline.train_dataset(source, batch_size=8, sizes=(32,), words_num=6, seed=0,
+                           colour_twins=True, twin_every=3)
+
+
+def test_colour_twins_reach_only_the_gan_phase():
+  from mirrorgan_jax.trainer import phase_config
+  c = tiny.get_config()
+  c.loss.colour_twin_weight = 1.0
+  assert phase_config(c, "gan").data.colour_twins
+  assert not phase_config(c, "damsm").data.colour_twins
+  assert not phase_config(c, "stream").data.colour_twins
 
 
 def test_near_misses_reach_only_the_damsm_phase():

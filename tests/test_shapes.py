@@ -144,3 +144,27 @@ def test_near_miss_changes_exactly_one_named_thing():
   red_circle = next(s for s in (shapes.sample_scene("train", i) for i in range(0, 400, 2))
                     if (s.objects[0].color, s.objects[0].shape) == ("red", "circle"))
   assert shapes.near_miss(red_circle, rng, heldout=(("red", "square"), ("red", "triangle"))) is None
+
+
+def test_recolour_changes_colours_and_nothing_else():
+  rng = np.random.default_rng(0)
+  heldout = set(shapes.DEFAULT_HELDOUT)
+  for i in range(200):
+    scene = shapes.sample_scene("train", i)
+    twin = shapes.recolour(scene, rng)
+    assert twin.relation == scene.relation
+    old = [o.color for o in scene.objects]
+    new = [o.color for o in twin.objects]
+    assert new != old and len(set(new)) == len(new)
+    for o, t in zip(scene.objects, twin.objects):
+      assert (t.shape, t.size, t.position, t.center, t.extent) == (
+          o.shape, o.size, o.position, o.center, o.extent)
+      assert (t.color, t.shape) not in heldout
+    # The same outline to the sub-pixel: the renders differ in colour alone.
+    a, b = shapes.render(scene, 32), shapes.render(twin, 32)
+    np.testing.assert_array_equal(a.max(-1) > 0, b.max(-1) > 0)
+  # No other colour left for the shape: no twin.
+  red_circle = next(s for s in (shapes.sample_scene("train", i) for i in range(0, 400, 2))
+                    if (s.objects[0].color, s.objects[0].shape) == ("red", "circle"))
+  others = tuple((c, "circle") for c in shapes.COLORS if c != "red")
+  assert shapes.recolour(red_circle, rng, heldout=others) is None

@@ -66,9 +66,11 @@ class _Examples(grain.transforms.Map):
   """(stream position, value) -> one example of the batch contract, uint8 images."""
 
   def __init__(self, source, sizes: Sequence[int], words_num: int, seed: int, train: bool,
-               near_misses: bool = False):
+               twins: str = "", twin_every: int = 2):
     self.source, self.sizes, self.words_num = source, tuple(sizes), words_num
-    self.seed, self.train, self.near_misses = seed, train, near_misses
+    self.seed, self.train, self.twin_every = seed, train, twin_every
+    self.twin = {"": None, "near_misses": "near_miss_example",
+                 "colour_twins": "recoloured_example"}[twins]
 
   def _images(self, ex, rng):
     if self.source.photographs:
@@ -92,11 +94,12 @@ class _Examples(grain.transforms.Map):
     if self.train:  # value: an image index; one random caption of it
       rng = np.random.default_rng([self.seed, position])
       index = value
-      # With near misses, odd positions hold the previous row's image with one
-      # named thing changed (or, where none can be, the image itself: same class,
-      # so the DAMSM losses mask the pair).
-      twin = (self.source.near_miss_example(index, rng)
-              if self.near_misses and position % 2 else None)
+      # With twins, the last position of every `twin_every` holds the previous
+      # row's image with one named thing changed (near misses) or in other
+      # colours (colour twins), or where none can be, the image itself (same
+      # class, so the DAMSM losses mask the pair).
+      twin = (getattr(self.source, self.twin)(index, rng)
+              if self.twin and position % self.twin_every == self.twin_every - 1 else None)
       ex = twin or self.source.example(index)
       k = int(rng.integers(len(ex.caption_ids)))
       caption, length = encode_caption(ex.caption_ids[k], self.words_num, rng)
@@ -119,8 +122,14 @@ class _Examples(grain.transforms.Map):
             "indices": np.int32(index), **extra}
 
 
-class _Pairs(grain.MapDataset):
-  """Element i is the parent's element i // 2: each value twice in a row."""
+class _Twins(grain.MapDataset):
+  """Groups of `every` elements, the last a repeat of the one before: element
+  i is the parent's (i // every) * (every - 1) + min(i % every, every - 2)
+  (every 2: each value twice in a row)."""
+
+  def __init__(self, parent, every: int):
+    super().__init__(parent)
+    self._every = every
 
   def __len__(self) -> int:
     return len(self._parent)
@@ -128,10 +137,11 @@ class _Pairs(grain.MapDataset):
   def __getitem__(self, index):
     if isinstance(index, slice):
       return self.slice(index)
-    return self._parent[index // 2]
+    g = self._every
+    return self._parent[(index // g) * (g - 1) + min(index % g, g - 2)]
 
   def __str__(self) -> str:
-    return "_Pairs()"
+    return f"_Twins(every={self._every})"
 
 
 def _process(process_index, process_count):
@@ -141,26 +151,32 @@ def _process(process_index, process_count):
 
 def train_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
                   seed: int, process_index: int | None = None,
-                  process_count: int | None = None,
-                  near_misses: bool = False) -> grain.MapDataset:
+                  process_count: int | None = None, near_misses: bool = False,
+                  colour_twins: bool = False, twin_every: int = 2) -> grain.MapDataset:
   """Endless host-local training batches (batch_size / process_count rows).
   `near_misses` (shapes only): rows come in pairs, an image and its near miss
-  (`ShapesSource.near_miss_example`)."""
+  (`ShapesSource.near_miss_example`). `colour_twins` (shapes only): the last
+  row of every `twin_every` is the row before it in other colours
+  (`ShapesSource.recoloured_example`)."""
   p, n = _process(process_index, process_count)
   if len(source) < 2:
     raise ValueError(f"a training split needs at least 2 examples, got {len(source)}")
   stream = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
-  if near_misses:
+  if near_misses and colour_twins:
+    raise ValueError("a batch pairs its rows as near misses or as colour twins, not both")
+  twins = "near_misses" if near_misses else "colour_twins" if colour_twins else ""
+  every = twin_every if colour_twins else 2
+  if twins:
+    name = twins.replace("_", " ")
     if not hasattr(source, "near_miss_example"):
-      raise ValueError("near-miss batches need the shapes dataset")
-    if (batch_size // n) % 2:
-      raise ValueError(f"near-miss batches pair rows: the batch per process "
-                       f"({batch_size} / {n}) must be even")
-    stream = _Pairs(stream)
+      raise ValueError(f"{name} need the shapes dataset")
+    if every < 2 or (batch_size // n) % every:
+      raise ValueError(f"{name} come in groups of {every} rows: the batch per process "
+                       f"({batch_size} / {n}) must be a multiple of {every}")
+    stream = _Twins(stream, every)
   rows = _HostRows(stream, batch_size, p, n)
-  return rows.map(_Examples(source, sizes, words_num, seed, train=True,
-                            near_misses=near_misses)).batch(batch_size // n,
-                                                            drop_remainder=True)
+  return rows.map(_Examples(source, sizes, words_num, seed, train=True, twins=twins,
+                            twin_every=every)).batch(batch_size // n, drop_remainder=True)
 
 
 def eval_dataset(source, *, batch_size: int, sizes: Sequence[int], words_num: int,
@@ -192,7 +208,9 @@ def from_config(config, split: str = "train", *, train: bool = True,
                 process_index=process_index, process_count=process_count)
   if train:
     return source, train_dataset(source, seed=config.seed,
-                                 near_misses=config.data.get("near_misses", False), **kwargs)
+                                 near_misses=config.data.get("near_misses", False),
+                                 colour_twins=config.data.get("colour_twins", False),
+                                 twin_every=config.gan.get("twin_every", 2), **kwargs)
   return source, eval_dataset(source, **kwargs)
 
 

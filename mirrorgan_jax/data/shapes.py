@@ -14,6 +14,7 @@ access. The contract is ../shared/specs/shapes.md; where it is silent:
 """
 
 import dataclasses
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -173,6 +174,26 @@ def near_miss(scene: Scene, rng: np.random.Generator,
   if not shapes:
     return None
   return Scene((dataclasses.replace(o, shape=shapes[rng.integers(len(shapes))]),), None)
+
+
+def recolour(scene: Scene, rng: np.random.Generator,
+             heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> Scene | None:
+  """The scene with other colours and nothing else changed (shape, size, place
+  and outline to the sub-pixel), for colour twins: each object a colour drawn
+  from those that keep its (colour, shape) pair out of `heldout`, the two
+  objects of a pair still apart in colour, not all as before. None when no
+  such colouring exists."""
+  heldout = {tuple(p) for p in heldout}
+  objs = scene.objects
+  choices = [[c for c in COLORS if (c, o.shape) not in heldout] for o in objs]
+  old = tuple(o.color for o in objs)
+  options = [cs for cs in itertools.product(*choices)
+             if cs != old and len(set(cs)) == len(cs)]
+  if not options:
+    return None
+  colours = options[rng.integers(len(options))]
+  return Scene(tuple(dataclasses.replace(o, color=c) for o, c in zip(objs, colours)),
+               scene.relation)
 
 
 def _pick(rng, words):

@@ -144,15 +144,24 @@ class ShapesSource:
   def near_miss_example(self, index: int, rng: np.random.Generator) -> SourceExample | None:
     """Example `index` with one named thing changed (`shapes.near_miss`), with
     fresh captions; None when no change avoids the held-out pairs."""
+    return self._edited(index, rng, shapes.near_miss, "near_miss")
+
+  def recoloured_example(self, index: int, rng: np.random.Generator) -> SourceExample | None:
+    """Example `index` in other colours, its outlines unchanged
+    (`shapes.recolour`), with fresh captions; None when no colouring avoids
+    the held-out pairs."""
+    return self._edited(index, rng, shapes.recolour, "recoloured")
+
+  def _edited(self, index, rng, edit, tag) -> SourceExample | None:
     self._check(index)
-    scene = shapes.near_miss(shapes.sample_scene(self.split, index, self.seed, self.heldout),
-                             rng, self.heldout)
+    scene = edit(shapes.sample_scene(self.split, index, self.seed, self.heldout), rng,
+                 self.heldout)
     if scene is None:
       return None
     ids = tuple(self._encode(c) for c in shapes.captions_for(scene, rng))
     image = shapes.render(scene, self.size)
     return SourceExample(Image.fromarray(image), None, ids, shapes.composition_id(scene),
-                         f"{self.split}/{index}/near_miss", self._stages(image))
+                         f"{self.split}/{index}/{tag}", self._stages(image))
 
   def example(self, index: int) -> SourceExample:
     made = self._get(index)
