@@ -2,14 +2,16 @@
 
 1. the frozen STEM encodes the captions (and the mismatched captions);
 2. one generator forward with z and conditioning-augmentation noise drawn from
-   the step's key, `fold_in(key, step)`;
+   the step's key, `fold_in(key, step)` (where `loss.colour_twin_weight` is
+   set, a deviation, each colour twin takes its row's);
 3. each discriminator is updated on the detached fakes (and, where
    `loss.negative_weight` is set, a deviation, on blurred real images too;
    where `loss.edge_d_weight` is set, a deviation, so is the edge critic);
 4. the generator loss is computed through the *updated* discriminators plus the
    frozen STREAM captioner's cross-entropy and the KL term (and, where
    `loss.damsm_weight` is set, a deviation, AttnGAN's DAMSM matching losses;
-   the edge critic's adversarial term counts `loss.edge_d_weight` times);
+   the edge critic's adversarial term counts `loss.edge_d_weight` times; the
+   colour twins' coverage term `loss.colour_twin_weight` times);
 5. one generator update, then the EMA of its parameters;
 6. each network's update is kept only if it is finite: a non-finite loss,
    gradient or new state (parameters, Adam moments, BatchNorm statistics) of a
@@ -42,6 +44,7 @@ import optax
 from mirrorgan_jax import damsm, losses, negatives
 from mirrorgan_jax.factory import Models
 from mirrorgan_jax.gan_state import GANState, NetState, all_finite
+from mirrorgan_jax.models.generator import twin_sources
 from mirrorgan_jax.models.text_encoder import padding_mask
 
 Batch = dict
@@ -85,6 +88,12 @@ def _commit(net: NetState, grads, batch_stats, tx, finite_loss: jax.Array):
                   _select(ok, new_opt_state, opt_state)), ok
 
 
+def _coverages(intermediates) -> tuple:
+  """Each stage's image-head coverages (B, H, W, sub-pixels), first stage first."""
+  heads = sorted((k for k in intermediates if k.startswith("img_net")), key=lambda k: int(k[7:]))
+  return tuple(intermediates[k]["coverage"][0] for k in heads)
+
+
 def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Array],
                                                          tuple[GANState, Metrics]]:
   """Returns `train_step(state, batch, key) -> (state, metrics)`.
@@ -106,6 +115,8 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
   negative_min_share = float(config.loss.negative_min_share)
   damsm_weight = float(config.loss.get("damsm_weight", 0.0))
   edge_d_weight = float(config.loss.get("edge_d_weight", 0.0))
+  twin_weight = float(config.loss.get("colour_twin_weight", 0.0))
+  twin_every = int(config.gan.get("twin_every", 2)) if twin_weight else 0
   gammas = (config.damsm.gamma1, config.damsm.gamma2, config.damsm.gamma3)
 
   def train_step(state: GANState, batch: Batch, key: jax.Array):
@@ -124,16 +135,20 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       else:
         wrong_sentence = jnp.roll(sentence, -1, axis=0)
     z = jax.random.normal(z_key, (captions.shape[0], z_dim))
+    if twin_every:  # A deviation, off in birds/coco: a colour twin takes its row's noise.
+      z = z[twin_sources(captions.shape[0], twin_every)]
 
     def g_forward(g_params):
       (images, _, mu, logvar), new_vars = models.generator.apply(
           {"params": g_params, "batch_stats": state.g.batch_stats},
           z, sentence, words, mask, train=True, rngs={"noise": noise_key},
-          mutable=["batch_stats"])
-      return (images, mu, logvar), new_vars["batch_stats"]
+          twin_every=twin_every,
+          mutable=["batch_stats", "intermediates"] if twin_weight else ["batch_stats"])
+      coverage = (_coverages(new_vars["intermediates"]) if twin_weight else ())
+      return (images, mu, logvar, coverage), new_vars["batch_stats"]
 
     with jax.named_scope("g_forward"):
-      (fakes, mu, logvar), g_vjp, g_batch_stats = jax.vjp(
+      (fakes, mu, logvar, coverage), g_vjp, g_batch_stats = jax.vjp(
           g_forward, state.g.params, has_aux=True)
 
     # One D per stage, then (a deviation, off in birds/coco) the edge critic at
@@ -169,7 +184,7 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
       metrics[f"d_loss_{name}"] = d_loss
       metrics.update({f"d_{t}_{name}": v for t, v in terms.items()})
 
-    def g_loss_fn(fakes, mu, logvar):
+    def g_loss_fn(fakes, mu, logvar, coverage):
       total, d_stats, terms = 0.0, [], {}
       for (name, disc, _, i, weight), d in zip(critics, d_new):
         (uncond, cond), new_vars = disc.apply(
@@ -189,11 +204,14 @@ def make_train_step(models: Models, config) -> Callable[[GANState, Batch, jax.Ar
             regions, code, words, sentence, lengths,
             batch.get("class_ids", jnp.arange(captions.shape[0])), *gammas)["loss"]
         total = total + damsm_weight * terms["g_damsm"]
+      if twin_weight:  # A deviation, off in birds/coco: see colour_twin_loss.
+        terms["g_twin"] = losses.colour_twin_loss(coverage, twin_every)
+        total = total + twin_weight * terms["g_twin"]
       return total, (terms, d_stats)
 
     with jax.named_scope("g_loss"):
       (g_loss, (g_terms, d_stats)), cotangents = jax.value_and_grad(
-          g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
+          g_loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(fakes, mu, logvar, coverage)
     with jax.named_scope("g_backward"):
       (g_grads,) = g_vjp(cotangents)
     # The G pass runs the discriminators in training mode too, which moves

@@ -48,6 +48,17 @@ def kl_loss(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   return -0.5 * jnp.mean(1.0 + logvar - mu**2 - jnp.exp(logvar))
 
 
+def colour_twin_loss(coverages, every: int) -> jax.Array:
+  """Colour twins (a deviation, shapes only): the last row of every `every` of
+  a batch is the row before it in other colours, drawn from the same noise, so
+  every outline, and with it each image head's coverage, should be the same.
+  The squared difference of the twins' coverages, averaged over pairs, pixels
+  and sub-pixels, summed over the stages. coverages: one (B, H, W, S) per stage."""
+  f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+  return sum(jnp.mean((f32(c[every - 1::every]) - f32(c[every - 2::every]))**2)
+             for c in coverages)
+
+
 def caption_loss(logits: jax.Array, captions: jax.Array,
                  lengths: jax.Array) -> jax.Array:
   """Token cross-entropy averaged over the valid tokens of the whole batch

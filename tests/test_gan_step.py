@@ -11,6 +11,7 @@ from configs import tiny
 from mirrorgan_jax import (damsm, factory, gan_state, gan_step, losses, negatives, parallel,
                            pretrain_steps)
 from mirrorgan_jax.models.discriminator import Discriminator, edge_channels
+from mirrorgan_jax.models.generator import ConditioningAugmentation
 from mirrorgan_jax.models.text_encoder import padding_mask
 from mirrorgan_jax.batch import random_batch
 
@@ -470,9 +471,11 @@ def test_the_step_holds_no_second_copy_of_the_trained_networks():
   assert temp < 1.2 * trained_bytes, (temp, trained_bytes)
 
 
-@pytest.mark.parametrize("damsm_weight,edge_d_weight", [(None, 0.0), (2.0, 0.0), (None, 0.3)])
+@pytest.mark.parametrize("damsm_weight,edge_d_weight,twin_weight",
+                         [(None, 0.0, 0.0), (2.0, 0.0, 0.0), (None, 0.3, 0.0), (None, 0.0, 5.0)])
 def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weight,
-                                                                      edge_d_weight):
+                                                                      edge_d_weight,
+                                                                      twin_weight):
   """The step differentiates G's loss through `jax.vjp` of its single forward
   pass. Here the same loss is written out from the public pieces (G forward,
   D updates by `jax.grad` of the D losses, the adversarial, STREAM and KL
@@ -487,11 +490,15 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
   tolerances leave XLA that room to reassociate sums, far below what a wrong
   term or scale of the gradient changes. Once with the tiny config as it is,
   once with AttnGAN's DAMSM term, once with the edge critic (whose update is
-  compared too: a D on the image with `edge_channels` written out here)."""
+  compared too: a D on the image with `edge_channels` written out here), once
+  with colour twins (z and the conditioning noise drawn once per row pair, the
+  coverages written out from the image heads' convolutions)."""
   config = tiny.get_config()
   if damsm_weight is not None:
     config.loss.damsm_weight = damsm_weight
   config.loss.edge_d_weight = edge_d_weight
+  config.loss.colour_twin_weight = twin_weight
+  config.gan.twin_every = 4  # rows 3 and 7 are the twins of rows 2 and 6
   models, mesh, init, step = build(config, jax.devices()[:1])
   batch = random_batch(config)
   state = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY)[0])
@@ -504,14 +511,27 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
     words, sent = gan_step.encode_text(models, state.text_encoder, caps, lens)
     _, wrong = gan_step.encode_text(models, state.text_encoder, batch["wrong_captions"],
                                     batch["wrong_caption_lens"])
-    z = jax.random.normal(z_key, (caps.shape[0], config.model.z_dim))
+    b = caps.shape[0]
+    z = jax.random.normal(z_key, (b, config.model.z_dim))
+    if twin_weight:  # a twin takes its row's z (and its CA noise: `twin_every`)
+      z = z[np.array([0, 1, 2, 2, 4, 5, 6, 6])]
 
-    def generate(params):
-      (fakes, _, mu, logvar), _ = models.generator.apply(
+    def generate(params, coverages=False):
+      (fakes, _, mu, logvar), v = models.generator.apply(
           {"params": params, "batch_stats": state.g.batch_stats}, z, sent, words,
           padding_mask(lens, caps.shape[1]), train=True, rngs={"noise": noise_key},
-          mutable=["batch_stats"])
-      return fakes, mu, logvar
+          twin_every=4 if twin_weight else 0, mutable=["batch_stats", "intermediates"],
+          capture_intermediates=lambda m, method: (
+              method == "__call__" and m.scope.path[:1] in (("img_net1",), ("img_net2",))
+              and m.scope.path[1:] == ("conv",)))
+      if not coverages:
+        return fakes, mu, logvar
+      covs = []
+      for stage in (1, 2):  # the masked head's 5 channels per sub-pixel
+        y = v["intermediates"][f"img_net{stage}"]["conv"]["__call__"][0]
+        y = y.reshape(y.shape[:-1] + (-1, 5))
+        covs.append(jax.nn.sigmoid(y[..., 3]) * jax.nn.sigmoid(y[..., 4]))
+      return fakes, mu, logvar, covs
 
     fakes = generate(state.g.params)[0]
     # the shapes-derived tiny config's negatives: blurred reals, keys as the step's
@@ -542,8 +562,9 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
                         "batch_stats": d.batch_stats})
 
     def g_loss(params):
-      fakes, mu, logvar = generate(params)
+      fakes, mu, logvar, covs = generate(params, coverages=True)
       total = losses.kl_loss(mu, logvar) * config.loss.kl_weight
+      total += twin_weight * sum(jnp.mean((c[3::4] - c[2::4])**2) for c in covs)
       for k, ((disc, _, view), variables) in enumerate(zip(critics, updated_d)):
         (u, c), _ = disc.apply(variables, view(fakes), sent, mutable=["batch_stats"])
         total += (edge_d_weight if k == len(fakes) else 1.0) * (
@@ -573,6 +594,41 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
     compare(new.edge_d.params, edge_d[0]["params"], rtol=1e-5, atol=1e-6)
   else:
     assert new.edge_d == {} and edge_d == []
+
+
+@pytest.mark.parametrize("every", [2, 4])
+def test_colour_twins_take_their_rows_noise_and_their_term_is_in_g_loss(every):
+  """With `loss.colour_twin_weight` the last row of every `gan.twin_every`
+  shares z and the conditioning noise with the row before it: a batch whose
+  twin rows repeat those rows gives a term of exactly 0; on a batch of
+  distinct rows the term is positive and joins G's loss at the weight."""
+  config = tiny.get_config()
+  config.loss.colour_twin_weight = 5.0
+  config.gan.twin_every = every
+  models, mesh, init, step = build(config, jax.devices()[:1])
+  batch = random_batch(config)
+  rows = np.arange(8)
+  rows[every - 1::every] -= 1
+  twins = jax.tree.map(lambda x: x[rows], batch)
+  _, m = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, twins), KEY))
+  assert m["g_twin"] == 0.0
+  _, m = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY))
+  assert m["g_twin"] > 1e-4
+  expected = (m["g_adv_0"] + m["g_adv_1"] + config.loss.stream_weight * m["g_stream"]
+              + config.loss.kl_weight * m["g_kl"] + 5.0 * m["g_twin"])
+  assert m["g_loss"] == pytest.approx(expected, rel=1e-6)
+  # The conditioning noise, read back from c = mu + sigma * eps.
+  sent = jax.random.normal(jax.random.key(1), (8, config.text.hidden_dim))
+  module = ConditioningAugmentation(config.model.condition_dim, True)
+  params = module.init({"params": jax.random.key(2), "noise": jax.random.key(3)}, sent)
+  for twin_every in (every, 0):
+    c, mu, logvar = module.apply(params, sent, twin_every=twin_every,
+                                 rngs={"noise": jax.random.key(4)})
+    eps = np.asarray((c - mu) / jnp.exp(0.5 * logvar))
+    same = np.isclose(eps[every - 1::every], eps[every - 2::every], atol=1e-5).all(-1)
+    assert same.all() if twin_every else not same.any()
+    # and no other two rows alike
+    assert len({tuple(np.round(r, 3)) for r in eps}) == 8 - (8 // every if twin_every else 0)
 
 
 def edge_input(images):

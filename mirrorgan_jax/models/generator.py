@@ -13,12 +13,22 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mirrorgan_jax.models.attention import GlobalLocalAttention
 from mirrorgan_jax.models.layers import (ResBlock, UpBlock, batch_norm, conv, glu,
                                          orthogonal)
 
 Dtype = Any
+
+
+def twin_sources(n: int, every: int) -> np.ndarray:
+  """Row indices that give each of `n` rows its noise with colour twins: the
+  last row of every `every` takes the row before it (0: each row its own)."""
+  rows = np.arange(n)
+  if every:
+    rows[every - 1::every] -= 1
+  return rows
 
 
 def num_upblocks(base_size: int) -> int:
@@ -34,9 +44,11 @@ class ConditioningAugmentation(nn.Module):
   normalize_input: bool = False  # deviation when True: see configs/shapes.py
 
   @nn.compact
-  def __call__(self, sentence, noise_scale: float = 1.0):
+  def __call__(self, sentence, noise_scale: float = 1.0, twin_every: int = 0):
     """`noise_scale` (static) multiplies the noise: 1 draws c as the official
-    code, 0 gives the mean code mu (`gan.sample_ca_noise`, sampling only)."""
+    code, 0 gives the mean code mu (`gan.sample_ca_noise`, sampling only).
+    `twin_every` (static; colour twins): the last row of every `twin_every`
+    takes the noise of the row before it (`twin_sources`)."""
     # Kept in float32 in every precision: exp(logvar) is sensitive.
     sentence = sentence.astype(jnp.float32)
     if self.normalize_input:  # unit RMS per example: DAMSM's cosine loss leaves the scale free
@@ -45,6 +57,8 @@ class ConditioningAugmentation(nn.Module):
     x = glu(x)
     mu, logvar = x[:, :self.condition_dim], x[:, self.condition_dim:]
     eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
+    if twin_every:
+      eps = eps[twin_sources(mu.shape[0], twin_every)]
     if noise_scale != 1.0:  # the official program stays as it was
       eps = noise_scale * eps
     return mu + jnp.exp(0.5 * logvar) * eps, mu, logvar
@@ -115,6 +129,9 @@ class ImageHead(nn.Module):
       # Two sigmoids' product: an axis-aligned edge's coverage times the
       # other axis's, as a box filter covers a square's corner.
       coverage = nn.sigmoid(y[..., 3:4]) * nn.sigmoid(y[..., 4:5])
+      # Read by the colour twins' term (loss.colour_twin_weight) when the
+      # caller makes 'intermediates' mutable; otherwise not kept.
+      self.sow("intermediates", "coverage", coverage[..., 0])
       x = -1.0 + (jnp.tanh(y[..., :3]) + 1.0) * coverage
     else:
       x = jnp.tanh(y)
@@ -124,7 +141,9 @@ class ImageHead(nn.Module):
 class Generator(nn.Module):
   """(z, sentence, words, mask) -> images per stage (float32, [-1, 1]), word
   attention maps per refinement stage (B, T, H, W), mu, logvar. `ca_noise`
-  scales conditioning augmentation's noise (1 in training)."""
+  scales conditioning augmentation's noise (1 in training); with
+  `twin_every` the last row of every `twin_every` shares the row before's
+  (colour twins)."""
   ngf: int = 32
   r_num: int = 2
   condition_dim: int = 100
@@ -136,9 +155,10 @@ class Generator(nn.Module):
   masked_image_head: bool = False
 
   @nn.compact
-  def __call__(self, z, sentence, words, mask, train: bool = True, ca_noise: float = 1.0):
+  def __call__(self, z, sentence, words, mask, train: bool = True, ca_noise: float = 1.0,
+               twin_every: int = 0):
     c, mu, logvar = ConditioningAugmentation(self.condition_dim, self.ca_normalize_input,
-                                             name="ca_net")(sentence, ca_noise)
+                                             name="ca_net")(sentence, ca_noise, twin_every)
     words = words.astype(self.dtype)
     h = InitStage(self.ngf, self.base_size, self.dtype, name="h_net1")(c, z, train)
     head = functools.partial(ImageHead, self.dtype, self.image_subpixels,
