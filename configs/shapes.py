@@ -69,6 +69,11 @@ def get_config():
   # (0.934) and 0.751-0.845 (0.813). Weight 1: 0.805 / 0.701, 0.15: 0.935 /
   # 0.823 (run seed 0) (docs/shapes_default_job.md).
   config.loss.edge_d_weight = 0.3
+  # Colour twins (loss.colour_twin_weight, gan.twin_every) stay off here too:
+  # whole jobs, run seeds 0-2, at weight 10 mend held-out purple circles (read
+  # right 0.83-0.99 against 0.61-0.97) but not yellow squares, and `test` all
+  # falls (mean 0.918 with a twin every 4 rows, 0.919 every 2, against 0.936;
+  # held-out all 0.773 and 0.777 against 0.764) (docs/shapes_default_job.md).
 
   config.damsm.batch_size = 32
   config.damsm.steps_per_epoch = 100
