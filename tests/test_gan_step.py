@@ -491,8 +491,9 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
   term or scale of the gradient changes. Once with the tiny config as it is,
   once with AttnGAN's DAMSM term, once with the edge critic (whose update is
   compared too: a D on the image with `edge_channels` written out here), once
-  with colour twins (z and the conditioning noise drawn once per row pair, the
-  coverages written out from the image heads' convolutions)."""
+  with colour twins (a twin every 4 rows taking the z and conditioning noise of
+  the row before it, the coverages written out from the image heads'
+  convolutions)."""
   config = tiny.get_config()
   if damsm_weight is not None:
     config.loss.damsm_weight = damsm_weight
