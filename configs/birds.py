@@ -20,6 +20,9 @@ def get_config():
   config.text.embedding_dim = 300
   config.text.hidden_dim = 256  # nef: 128 per direction
   config.text.dropout = 0.5
+  # The sentence feature: "states", AttnGAN's last LSTM states (official);
+  # "states_mean" (a deviation, shapes only) their mean with the words' mean.
+  config.text.sentence_code = "states"
 
   # GLAM generator and the discriminators.
   config.model = ml_collections.ConfigDict()

@@ -8,6 +8,7 @@ from typing import Any, Callable
 DTYPES = ("float32", "bfloat16")
 STREAM_BACKBONES = ("resnet152", "small")
 IMAGE_ENCODER_BACKBONES = ("inception_v3", "small")
+SENTENCE_CODES = ("states", "states_mean")  # text.sentence_code; "states" is official
 DATASETS = ("shapes", "birds", "coco")
 MAX_IMAGE_SIZE = 512  # the last stage's side; the official one is 256
 
@@ -65,6 +66,8 @@ def check_config(config) -> None:
   r("text.hidden_dim", lambda v: _positive_int(v) and v % 2 == 0,
     "a positive even integer (two LSTM directions)")
   r("text.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  if "sentence_code" in config.text:  # absent from configs saved before it existed
+    r("text.sentence_code", lambda v: v in SENTENCE_CODES, f"one of {SENTENCE_CODES}")
   for f in ("ngf", "ndf", "z_dim", "condition_dim", "num_stages"):
     r(f"model.{f}", _positive_int, "a positive integer")
   r("model.ca_normalize_input", lambda v: isinstance(v, bool), "True or False")

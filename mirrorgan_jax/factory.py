@@ -39,7 +39,8 @@ def create_models(config) -> Models:
   dtype = jnp.dtype(config.dtype)
   t, m, s, ie = config.text, config.model, config.stream, config.image_encoder
   return Models(
-      text_encoder=TextEncoder(t.vocab_size, t.embedding_dim, t.hidden_dim, t.dropout),
+      text_encoder=TextEncoder(t.vocab_size, t.embedding_dim, t.hidden_dim, t.dropout,
+                               t.get("sentence_code", "states")),
       image_encoder=ImageEncoder(t.hidden_dim, ie.backbone, ie.image_size,
                                  tuple(ie.small_widths), dtype),
       generator=Generator(m.ngf, m.r_num, m.condition_dim, m.num_stages,

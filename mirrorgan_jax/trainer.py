@@ -217,6 +217,12 @@ def run_phase(run: Run, phase: str, segments: list[Segment], *, train_data,
     return {"state": trained.abstract_state(seg.init, key, mesh), "key": _abstract_key(key, mesh)}
 
   restored = ckpt.restore(abstract_for, data_iter)
+  if restored is not None and phase in TEXT_PHASES:
+    try:
+      _check_sentence_code(restored.meta, config, restored.path)
+    except ConfigError:
+      ckpt.close()
+      raise
   if restored is not None and restored.meta.get("untrained_stream"):
     ckpt.close()
     raise CheckpointError(
@@ -559,6 +565,26 @@ def _log_samples(state, iteration, log, sampler, test, vocab, workdir) -> None:
       f.write("\n".join(texts) + "\n")
 
 
+# The phases whose checkpoints hold a text encoder trained for one form of the
+# sentence code (`text.sentence_code`).
+TEXT_PHASES = ("damsm", "gan")
+
+
+def _check_sentence_code(meta: dict, config, directory: str) -> None:
+  """A text encoder gives the sentence code its config named; the same weights
+  read with the other form would give other codes, silently (a run of the
+  shapes default started before `text.sentence_code` changed)."""
+  if "config" not in meta:
+    return
+  saved = trained.config_from_meta(meta).text.get("sentence_code", "states")
+  asked = config.text.get("sentence_code", "states")
+  if saved != asked:
+    raise ConfigError(
+        f"{directory}: trained with text.sentence_code={saved!r}, and the config asks for "
+        f"{asked!r}; run with --config.text.sentence_code={saved} to go on with it (a run "
+        f"started before its config's default changed), or train DAMSM again")
+
+
 def load_phase_state(run: Run, phase: str, init: Callable, key):
   """The newest state of a pretraining phase: from the config's weights path
   when set (a workdir, or a phase's checkpoint folder), else from this workdir.
@@ -582,6 +608,8 @@ def load_phase_state(run: Run, phase: str, init: Callable, key):
     ckpt.close()
   if restored is None and weights:
     raise CheckpointError(f"config.{phase}.weights: no checkpoint in {directory}")
+  if restored is not None and phase in TEXT_PHASES:
+    _check_sentence_code(restored.meta, run.config, restored.path)
   return None if restored is None else restored.state["state"]
 
 

@@ -40,6 +40,7 @@ def test_shipped_configs_are_valid(get):
     ("dtype", "float16", "config.dtype must be one of"),
     ("text.hidden_dim", 255, "config.text.hidden_dim"),
     ("text.dropout", 1.0, "config.text.dropout"),
+    ("text.sentence_code", "mean", "config.text.sentence_code must be one of"),
     ("optim.b1", 1.5, "config.optim.b1"),
     ("loss.stream_weight", -1.0, "config.loss.stream_weight"),
     ("stream.backbone", "vgg", "config.stream.backbone"),
@@ -120,3 +121,5 @@ def test_old_checkpoints_configs_get_the_official_values_of_later_fields():
   del saved["gan"]["sample_z_scale"], saved["gan"]["sample_ca_noise"]
   old = trained.config_from_meta({"config": saved})
   assert (old.gan.sample_z_scale, old.gan.sample_ca_noise) == (1.0, 1.0)
+  del saved["text"]["sentence_code"]
+  assert trained.config_from_meta({"config": saved}).text.sentence_code == "states"

@@ -44,6 +44,9 @@ def test_tokens_past_the_length_change_nothing():
 
 def test_outputs_equal_a_plain_python_loop_over_the_lstm_cell():
   words, sentence = encode(CAPTIONS, LENGTHS)
+  # The "states_mean" form from the same parameters (it adds none).
+  _, mean_form = TextEncoder(VOCAB, EMB, HID, sentence_code="states_mean").apply(
+      {"params": PARAMS}, jnp.asarray(CAPTIONS), jnp.asarray(LENGTHS))
   emb = np.asarray(PARAMS["embedding"]["embedding"])[CAPTIONS]
   cell = lstm_cell(HID // 2)
   step = lambda name, carry, x: cell.apply({"params": PARAMS[name]}, carry, x)  # noqa: E731
@@ -62,6 +65,17 @@ def test_outputs_equal_a_plain_python_loop_over_the_lstm_cell():
     np.testing.assert_allclose(sentence[b], expected_sentence, rtol=1e-5, atol=1e-6)
     expected_words = np.concatenate([np.stack(fwd), np.stack(bwd)], axis=-1)
     np.testing.assert_allclose(words[b, :n], expected_words, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean_form[b], (expected_sentence + expected_words.mean(0)) / 2,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_mean_form_ignores_tokens_past_the_length():
+  enc = TextEncoder(VOCAB, EMB, HID, sentence_code="states_mean")
+  garbage = np.where(np.arange(T)[None] >= LENGTHS[:, None],
+                     np.random.default_rng(2).integers(1, VOCAB, (B, T)), CAPTIONS)
+  a = enc.apply({"params": PARAMS}, jnp.asarray(CAPTIONS), jnp.asarray(LENGTHS))[1]
+  b = enc.apply({"params": PARAMS}, jnp.asarray(garbage, jnp.int32), jnp.asarray(LENGTHS))[1]
+  np.testing.assert_array_equal(a, b)
 
 
 def test_dropout_only_in_training():

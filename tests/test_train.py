@@ -137,6 +137,30 @@ def test_a_complete_workdir_is_skipped(whole):
   assert_bitwise_equal(again["gan"], out["gan"])
 
 
+def test_a_text_encoder_trained_for_the_other_sentence_code_is_refused(whole, tmp_path):
+  """The same weights read with the other `text.sentence_code` would give other
+  codes without a word: a run of an earlier default resumed with the new one
+  stops before any work, saying which value its checkpoints were trained with."""
+  workdir, _ = whole
+  c = growth_config()
+  assert c.text.sentence_code == "states_mean"  # the shapes default, tiny's too
+  c.text.sentence_code = "states"
+  before = len(metric_lines(workdir))
+  want = r"damsm/2: trained with text.sentence_code='states_mean', and the config asks for " \
+      r"'states'; run with --config.text.sentence_code=states_mean"
+  with pytest.raises(trainer.ConfigError, match=want):
+    trainer.run(c, workdir)  # resuming: damsm is complete and restored first
+  assert len(metric_lines(workdir)) == before
+  c.train.phases = "gan"  # a new workdir's gan phase on that DAMSM
+  c.damsm.weights = c.stream.weights = workdir
+  with pytest.raises(trainer.ConfigError, match=want):
+    trainer.run(c, str(tmp_path / "gan_only"))
+  # AttnGAN's RNN_ENCODER has only the states form: export refuses, writes nothing.
+  from mirrorgan_jax import export  # pylint: disable=import-outside-toplevel
+  assert export.main(["damsm", "--workdir", workdir, "--out", str(tmp_path / "pth")]) == 2
+  assert not os.path.exists(tmp_path / "pth")
+
+
 def test_resume_is_exact_mid_phase_across_phases_and_across_growth(whole, tmp_path):
   _, expected = whole
   workdir = str(tmp_path)

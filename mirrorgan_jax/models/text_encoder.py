@@ -2,9 +2,11 @@
 
 Word features are the per-step [forward ; backward] outputs, exactly zero at
 padded steps; the sentence feature is [forward state at the last real word ;
-backward state at the first word]. Sequence lengths are handled per caption,
-so nothing after a caption's length can influence any output (the JAX form of
-PyTorch's packed sequences).
+backward state at the first word] (`sentence_code="states"`, the official
+one), or with `"states_mean"` (a deviation) the mean of that and of the
+caption's word features. Sequence lengths are handled per caption, so nothing
+after a caption's length can influence any output (the JAX form of PyTorch's
+packed sequences).
 """
 
 import flax.linen as nn
@@ -33,6 +35,11 @@ class TextEncoder(nn.Module):
   embedding_dim: int = 300
   hidden_dim: int = 256  # nef: both directions together
   dropout: float = 0.5
+  # "states": the official sentence feature. "states_mean": its mean with the
+  # words' mean, which keeps word order (the states) and gives each word a
+  # share of its own (the mean): for shapes, unseen colour-shape pairs land
+  # among captions of their size and shape more often (docs/shapes_default_job.md).
+  sentence_code: str = "states"
 
   @nn.compact
   def __call__(self, tokens, lengths, deterministic: bool = True):
@@ -48,4 +55,9 @@ class TextEncoder(nn.Module):
     valid = ~padding_mask(lengths, tokens.shape[1])
     words = jnp.concatenate([out_fwd, out_bwd], axis=-1) * valid[..., None]
     sentence = jnp.concatenate([h_fwd, h_bwd], axis=-1)
+    if self.sentence_code == "states_mean":
+      mean = words.sum(axis=1) / jnp.maximum(lengths, 1)[:, None].astype(words.dtype)
+      sentence = 0.5 * (sentence + mean)
+    elif self.sentence_code != "states":  # config_check names the field for users
+      raise ValueError(f"sentence_code {self.sentence_code!r}: use 'states' or 'states_mean'")
     return words, sentence
