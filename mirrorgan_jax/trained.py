@@ -61,7 +61,8 @@ def _no_checkpoint(path: str, phase: str) -> str:
 
 # Fields added to the configs after checkpoints were first written, with the
 # value every earlier checkpoint was trained with (the official one).
-ADDED_FIELDS = {("text", "sentence_code"): "states", ("model", "image_subpixels"): 1, ("model", "masked_image_head"): False,
+ADDED_FIELDS = {("text", "sentence_code"): "states",
+                ("model", "image_subpixels"): 1, ("model", "masked_image_head"): False,
                 ("loss", "negative_weight"): 0.0, ("loss", "negative_min_share"): 0.3,
                 ("loss", "damsm_weight"): 0.0, ("loss", "edge_d_weight"): 0.0,
                 ("loss", "edge_d_gain"): 30.0, ("gan", "ema_bn_batches"): 0,

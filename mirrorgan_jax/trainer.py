@@ -576,7 +576,7 @@ def _check_sentence_code(meta: dict, config, directory: str) -> None:
   shapes default started before `text.sentence_code` changed)."""
   if "config" not in meta:
     return
-  saved = trained.config_from_meta(meta).text.get("sentence_code", "states")
+  saved = trained.config_from_meta(meta).text.sentence_code  # "states" before the field
   asked = config.text.get("sentence_code", "states")
   if saved != asked:
     raise ConfigError(

@@ -36,9 +36,8 @@ class TextEncoder(nn.Module):
   hidden_dim: int = 256  # nef: both directions together
   dropout: float = 0.5
   # "states": the official sentence feature. "states_mean": its mean with the
-  # words' mean, which keeps word order (the states) and gives each word a
-  # share of its own (the mean): for shapes, unseen colour-shape pairs land
-  # among captions of their size and shape more often (docs/shapes_default_job.md).
+  # words' mean: the states keep word order, the mean gives each word a share
+  # of its own (the shapes default; the measurements: docs/shapes_default_job.md).
   sentence_code: str = "states"
 
   @nn.compact
