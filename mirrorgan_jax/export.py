@@ -38,13 +38,8 @@ def export(kind: str, location: str, out: str, which: str = "latest") -> list[st
   written = []
   for network, names in KINDS[kind]:
     variables, config, _ = workdirs.read_variables(location, network, which)
-    code = config.text.get("sentence_code", "states")
-    if network == "text_encoder" and code != "states":
-      # The same weights in RNN_ENCODER would give other sentence codes.
-      raise cv.ConversionError(
-          f"{location}: its text encoder was trained with text.sentence_code={code!r}; "
-          f"AttnGAN's RNN_ENCODER gives the LSTM's last states only ('states'), so the "
-          f"exported file would encode captions differently")
+    if network == "text_encoder":
+      cv.core.require_official_sentence_code(config, f"{location}: its text encoder")
     if names is None:
       paths = out
     elif network == "discriminators":

@@ -133,6 +133,13 @@ def test_bad_input_is_refused_with_names_and_nothing_written(tmp_path):
                      vocab=captions_pickle(tmp_path / "c.pickle", WORDS + ("w40",)))
   with pytest.raises(ValueError, match="damsm needs --vocab"):
     commands.convert("damsm", args, small_config(), out)
+  mean_form = small_config()
+  mean_form.text.sentence_code = "states_mean"  # RNN_ENCODER has only the states
+  for kind, files in (("damsm", args), ("generator", [fixture_file("netG.pth")])):
+    with pytest.raises(cv.ConversionError, match=r"the config has text.sentence_code="
+                       r"'states_mean'.*convert with --config.text.sentence_code=states"):
+      commands.convert(kind, files, mean_form, out,
+                       vocab=captions_pickle(tmp_path / "c.pickle"))
   with pytest.raises(FileNotFoundError, match="no damsm phase to take the text encoder from"):
     commands.convert("generator", [fixture_file("netG.pth")], small_config(), out)
   with pytest.raises(ValueError, match="generator takes 1 file"):

@@ -36,6 +36,9 @@ def convert(kind: str, files: list[str], config, out: str, vocab: str | None = N
     variables = cv.from_torch(kind, state)
     inception_net.save_weights(out, variables, variant)
     return [out]
+  if kind != "stream":  # DAMSM, G and the Ds all read the sentence code
+    cv.core.require_official_sentence_code(
+        config, "the config", "; convert with --config.text.sentence_code=states")
   states = [torch_pickle.state_dict(f) for f in files]
   if kind == "damsm":
     if not vocab:

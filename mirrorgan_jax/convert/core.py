@@ -50,6 +50,18 @@ class ConversionError(ValueError):
   """Weights that do not fit the network (named tensors, shapes, counts)."""
 
 
+def require_official_sentence_code(config, where: str, fix: str = "") -> None:
+  """The official modules' sentence code is the LSTM's last states only
+  (`text.sentence_code` "states"); weights moved across with the other form
+  would encode captions differently, without a word."""
+  code = config.text.get("sentence_code", "states")
+  if code != "states":
+    raise ConversionError(
+        f"{where} has text.sentence_code={code!r}, and AttnGAN's RNN_ENCODER gives the "
+        f"LSTM's last states only ('states'): the same weights would encode captions "
+        f"differently{fix}")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Rule:
   """Some PyTorch tensors <-> some of our variables, and the two transforms."""
