@@ -373,3 +373,8 @@ def flag_error_message(error: BaseException, argv: list[str], default_config: st
     reason = re.sub(r"^\('(.*?)', .*\)$", r"\1", reason.strip())  # absl's bool error
     return f"--{flag}.{path}={value}: expected {want} ({reason})"
   return text.removeprefix("flag ")
+
+
+def sentence_code(config) -> str:
+  """`text.sentence_code`; "states" (official) in configs saved before it existed."""
+  return config.text.get("sentence_code", SENTENCE_CODES[0])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from mirrorgan_jax.config_check import check_config, stage_sizes
+from mirrorgan_jax.config_check import check_config, sentence_code, stage_sizes
 from mirrorgan_jax.models.captioner import Captioner
 from mirrorgan_jax.models.discriminator import Discriminator
 from mirrorgan_jax.models.generator import Generator
@@ -40,7 +40,7 @@ def create_models(config) -> Models:
   t, m, s, ie = config.text, config.model, config.stream, config.image_encoder
   return Models(
       text_encoder=TextEncoder(t.vocab_size, t.embedding_dim, t.hidden_dim, t.dropout,
-                               t.get("sentence_code", "states")),
+                               sentence_code(config)),
       image_encoder=ImageEncoder(t.hidden_dim, ie.backbone, ie.image_size,
                                  tuple(ie.small_widths), dtype),
       generator=Generator(m.ngf, m.r_num, m.condition_dim, m.num_stages,

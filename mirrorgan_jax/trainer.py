@@ -29,7 +29,7 @@ import numpy as np
 from mirrorgan_jax import factory, gan_state, host_memory, param_groups, parallel
 from mirrorgan_jax import pretrain_steps, summaries, trained
 from mirrorgan_jax.checkpointing import CheckpointError, PhaseCheckpoints, check_writable
-from mirrorgan_jax.config_check import ConfigError
+from mirrorgan_jax.config_check import ConfigError, sentence_code
 from mirrorgan_jax.guarded_step import gan_train_step, guard_nonfinite
 from mirrorgan_jax.convert import backbones
 from mirrorgan_jax.data import pipeline, shapes_scorer
@@ -577,7 +577,7 @@ def _check_sentence_code(meta: dict, config, directory: str) -> None:
   if "config" not in meta:
     return
   saved = trained.config_from_meta(meta).text.sentence_code  # "states" before the field
-  asked = config.text.get("sentence_code", "states")
+  asked = sentence_code(config)
   if saved != asked:
     raise ConfigError(
         f"{directory}: trained with text.sentence_code={saved!r}, and the config asks for "

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import factory
+from mirrorgan_jax import config_check, factory
 from mirrorgan_jax.convert import names as names_lib
 from mirrorgan_jax.convert import torch_pickle, torch_save
 from mirrorgan_jax.gan_state import example_inputs
@@ -54,7 +54,7 @@ def require_official_sentence_code(config, where: str, fix: str = "") -> None:
   """The official modules' sentence code is the LSTM's last states only
   (`text.sentence_code` "states"); weights moved across with the other form
   would encode captions differently, without a word."""
-  code = config.text.get("sentence_code", "states")
+  code = config_check.sentence_code(config)
   if code != "states":
     raise ConversionError(
         f"{where} has text.sentence_code={code!r}, and AttnGAN's RNN_ENCODER gives the "
