@@ -26,9 +26,11 @@ def get_config():
   # words' mean gives each word a share of its own. GAN phases at run seeds 0-6:
   # `test` all 0.931-0.949 (mean 0.939) instead of 0.916-0.945 (0.931), ahead
   # at all seven; held-out all 0.697-0.866 (0.773) instead of 0.671-0.842
-  # (0.754). Whole jobs at run seeds 0, 1, 3: 0.932 / 0.902, 0.882 (position
-  # 0.894) / 0.714, 0.949 / 0.820. The words' mean alone loses word order
-  # (relation 0.46 at run seed 0) (docs/shapes_default_job.md).
+  # (0.754). Whole jobs at run seeds 0-5 (their own DAMSMs): `test` all
+  # 0.882-0.949 (mean 0.926) against the states' 0.926-0.945 (0.933), held-out
+  # all 0.686-0.902 (0.764) against 0.671-0.842 (0.754): level but for run seed
+  # 1's position (0.894). The words' mean alone loses word order (relation 0.46
+  # at run seed 0) (docs/shapes_default_job.md).
   config.text.sentence_code = "states_mean"
   config.model.ngf = 16
   config.model.ndf = 16
