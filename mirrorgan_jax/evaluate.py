@@ -38,6 +38,8 @@ from mirrorgan_jax.sampling import batched, example_keys, local_replica
 
 METRICS = ("is", "fid", "rprecision", "alignment")
 ALIGNMENT_SPLITS = ("test", "test_heldout")
+# (split, paraphrased): each split's captions, then its scenes in the paraphrase templates
+ALIGNMENT_ROWS = tuple((s, p) for p in (False, True) for s in ALIGNMENT_SPLITS)
 ALIGNMENT_CAPTIONS = 1000  # per split, the first ones (as the training report)
 
 
@@ -51,13 +53,15 @@ class Captions:
   texts: list
 
 
-def _encode(source, pairs, words_num) -> Captions:
+def _encode(source, pairs, words_num, paraphrased: bool = False) -> Captions:
   ids, lens, texts = [], [], []
   for index, k in pairs:
-    c, n = encode_caption(source.caption_ids(index)[k], words_num)
+    caption_ids, captions = ((source.paraphrase_ids, source.paraphrases) if paraphrased
+                             else (source.caption_ids, source.captions))
+    c, n = encode_caption(caption_ids(index)[k], words_num)
     ids.append(c)
     lens.append(n)
-    texts.append(source.captions(index)[k])
+    texts.append(captions(index)[k])
   return Captions(np.stack(ids), np.asarray(lens, np.int32),
                   np.asarray([i for i, _ in pairs]), np.asarray([k for _, k in pairs]), texts)
 
@@ -79,11 +83,12 @@ def drawn_captions(source, count: int, seed: int, words_num: int) -> Captions:
                           for i in images], words_num)
 
 
-def first_captions(source, count: int, words_num: int) -> Captions:
-  """The first `count` captions, image-major (the training report's order)."""
+def first_captions(source, count: int, words_num: int, paraphrased: bool = False) -> Captions:
+  """The first `count` captions, image-major (the training report's order);
+  `paraphrased` (shapes): the same images' scenes in the paraphrase templates."""
   per = source.captions_per_image
   count = min(count, len(source) * per)
-  return _encode(source, [divmod(n, per) for n in range(count)], words_num)
+  return _encode(source, [divmod(n, per) for n in range(count)], words_num, paraphrased)
 
 
 def real_images(source, config):
@@ -201,14 +206,15 @@ def measuring_job(sample: Callable, inception: Callable | None = None,
 
 def alignment(t2i: TextToImage, config, seed: int) -> dict:
   """Per-attribute accuracy of the shapes scorer on the first 1000 captions of
-  `test` and `test_heldout`."""
+  `test` and `test_heldout`, and on the same scenes in phrasings the dataset
+  never uses (`<split>_paraphrased`: `shapes.paraphrases`)."""
   out = {}
-  for split in ALIGNMENT_SPLITS:
+  for split, paraphrased in ALIGNMENT_ROWS:
     source = sources.make_source(config, split, stage_sizes(config)[-1])
-    caps = first_captions(source, ALIGNMENT_CAPTIONS, config.text.words_num)
+    caps = first_captions(source, ALIGNMENT_CAPTIONS, config.text.words_num, paraphrased)
     keys = example_keys(jax.random.key(seed), np.arange(len(caps.ids)))
     images = np.concatenate(list(t2i.last_stage_images(caps.ids, caps.lens, keys)))
-    out[split] = shapes_scorer.score(images, caps.texts)
+    out[split + "_paraphrased" * paraphrased] = shapes_scorer.score(images, caps.texts)
   return out
 
 
@@ -368,7 +374,7 @@ def format_table(report: dict) -> str:
                  + (f", converted from {', '.join(origin)})" if origin else ")"))
   if "alignment" in m:
     for split, scores in m["alignment"].items():
-      lines.append(f"alignment {split:12s} " + "  ".join(
+      lines.append(f"alignment {split:24s} " + "  ".join(
           f"{k} {v:.3f}" for k, v in scores.items() if k != "n") + f"  ({scores['n']} captions)")
   return "\n".join(lines)
 

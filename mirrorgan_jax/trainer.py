@@ -480,11 +480,19 @@ def _ema_stats_captions(config, mesh):
                                  np.int32(config.seed)))
 
 
-def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT_CAPTIONS):
+def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT_CAPTIONS,
+                       paraphrased: bool = False):
   """Captions of `split` (ids, lengths, texts) for scoring and sample grids:
-  the same on every process (each samples them all, see _generate)."""
+  the same on every process (each samples them all, see _generate).
+  `paraphrased` (shapes): the same scenes in the paraphrase templates."""
   pc = phase_config(config, "gan")
   source, ds = pipeline.from_config(pc, split, train=False, process_index=0, process_count=1)
+  common = {"batch": pc.batch_size, "mesh": mesh, "vocab": source.vocab,
+            "per_image": source.captions_per_image}
+  if paraphrased:
+    from mirrorgan_jax import evaluate  # pylint: disable=import-outside-toplevel
+    caps = evaluate.first_captions(source, count, pc.text.words_num, paraphrased=True)
+    return {"ids": caps.ids, "lens": caps.lens, "texts": caps.texts, **common}
   n = min(count, len(source) * source.captions_per_image)
   ids, lens, texts = [], [], []
   for b in range(-(-n // pc.batch_size)):
@@ -495,9 +503,7 @@ def _gan_eval_captions(config, mesh, split: str = "test", count: int = ALIGNMENT
         lens.append(batch["caption_lens"][row])
         texts.append(source.captions(int(batch["indices"][row]))[
             int(batch["caption_index"][row])])
-  return {"ids": np.stack(ids), "lens": np.asarray(lens, np.int32), "texts": texts,
-          "batch": pc.batch_size, "mesh": mesh, "vocab": source.vocab,
-          "per_image": source.captions_per_image}
+  return {"ids": np.stack(ids), "lens": np.asarray(lens, np.int32), "texts": texts, **common}
 
 
 def _generate(state, sampler, test, indices):
@@ -528,11 +534,15 @@ def _alignment_metric(state, sampler, test) -> float:
 
 def _alignment_report(state, iteration, log, sampler, config, mesh) -> None:
   """Per-attribute alignment of the EMA generator on `test` and `test_heldout`
-  captions, logged as alignment/<split>/<attribute> and printed."""
+  captions, then on their scenes in paraphrases, logged as
+  alignment/<split>[_paraphrased]/<attribute> and printed (as `evaluate`)."""
+  from mirrorgan_jax import evaluate  # pylint: disable=import-outside-toplevel
   values = {}
-  for split in ("test", "test_heldout"):
-    scores = alignment_scores(state, sampler, _gan_eval_captions(config, mesh, split, 1000))
-    values.update({f"alignment/{split}/{k}": v for k, v in scores.items()})
+  for split, paraphrased in evaluate.ALIGNMENT_ROWS:
+    scores = alignment_scores(state, sampler, _gan_eval_captions(
+        config, mesh, split, evaluate.ALIGNMENT_CAPTIONS, paraphrased))
+    name = split + "_paraphrased" * paraphrased
+    values.update({f"alignment/{name}/{k}": v for k, v in scores.items()})
   log.scalars(iteration, values)
   if log.enabled:
     z_scale, ca_noise = sampling_noise(config)

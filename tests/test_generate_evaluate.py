@@ -175,7 +175,8 @@ def test_evaluate_cli_writes_the_report_deterministically(workdir, capsys):
   assert "sampling noise scaled: z " in out  # tiny keeps the shapes default's
   assert m["is"]["mean"] >= 1.0 and np.isfinite(m["fid"]["value"])
   assert 0.0 <= m["rprecision"]["mean"] <= 100.0 and m["rprecision"]["candidates"] == 100
-  assert set(m["alignment"]) == {"test", "test_heldout"}
+  assert set(m["alignment"]) == {"test", "test_heldout", "test_paraphrased",
+                                 "test_heldout_paraphrased"}
   assert os.path.exists(m["fid"]["real_statistics"])  # cached for the next run
   # Again without alignment (equal to the training report: tested below).
   assert evaluate.main([a.replace(",alignment", "") for a in args]) == 0
@@ -214,8 +215,9 @@ def test_evaluate_alignment_matches_the_training_report(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     logged = [json.loads(line) for line in f]
   final = [line for line in logged if "alignment/test/color" in line][-1]
-  for split in ("test", "test_heldout"):
-    for attr, value in report["metrics"]["alignment"][split].items():
+  assert len(report["metrics"]["alignment"]) == 4
+  for split, scores in report["metrics"]["alignment"].items():
+    for attr, value in scores.items():
       assert final[f"alignment/{split}/{attr}"] == pytest.approx(value), (split, attr)
 
 

@@ -102,6 +102,26 @@ def test_scorer_is_right_on_the_datasets_own_images(split, size, floor):
       assert result[attr] >= floor, (k, result)
 
 
+def test_paraphrases_say_each_scene_in_phrasings_its_captions_never_use():
+  """The report's `*_paraphrased` rows: the scorer's parser reads each
+  paraphrase as the example's scene, and no example's captions (any split)
+  are in the paraphrase templates."""
+  own = set(shapes.ONE_OBJECT_TEMPLATES) | {
+      t for ts in shapes.TWO_OBJECT_TEMPLATES.values() for t in ts}
+  other = set(shapes.PARAPHRASE_ONE_OBJECT_TEMPLATES) | {
+      t for ts in shapes.PARAPHRASE_TWO_OBJECT_TEMPLATES.values() for t in ts}
+  assert not own & other
+  for split in shapes.SPLITS:
+    for i in range(120):
+      captions = shapes.captions(split, i)
+      said = shapes.paraphrases(split, i)
+      assert said == shapes.paraphrases(split, i)  # a pure function
+      assert len(said) == len(captions) == shapes.CAPTIONS_PER_IMAGE
+      assert not set(said) & set(captions)
+      want = scene_attributes(shapes.sample_scene(split, i))
+      assert all(parse_caption(c) == want for c in said), (split, i, said)
+
+
 def test_scorer_is_near_chance_on_shuffled_captions():
   examples = [shapes.example("test", i) for i in range(300)]
   captions = [e.captions[0] for e in examples]

@@ -73,6 +73,27 @@ TWO_OBJECT_TEMPLATES = {
 }
 INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
+# Paraphrases: phrasings no split's captions use (other word orders, "the" for
+# "a", terse lists, words outside the vocabulary, which are dropped when
+# encoded), for measuring whether a model reads captions it was not trained on
+# (`paraphrases`; the alignment report's `*_paraphrased` rows). As the
+# templates above, two-object ones name first the object the relation starts
+# from, so the scorer's parser reads them.
+PARAPHRASE_ONE_OBJECT_TEMPLATES = (
+    "{color} {shape} , {size} , {pos}",
+    "in the {pos} there is a {size} {color} {shape}",
+    "a {shape} , {color} and {size} , at the {pos}",
+    "the image shows one {size} {shape} colored {color} on the {pos}",
+    "at the {pos} : a {color} {shape} that is {size}",
+    "{size} {color} {shape} located in the {pos}",
+)
+PARAPHRASE_TWO_OBJECT_TEMPLATES = {
+    "left": ("the {ca} {sa} is to the left of the {cb} {sb}", "{ca} {sa} left of {cb} {sb}"),
+    "right": ("the {ca} {sa} is to the right of the {cb} {sb}", "{ca} {sa} right of {cb} {sb}"),
+    "above": ("the {ca} {sa} sits above the {cb} {sb}", "{ca} {sa} above {cb} {sb}"),
+    "below": ("the {ca} {sa} sits below the {cb} {sb}", "{ca} {sa} below {cb} {sb}"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ShapeObject:
@@ -200,13 +221,14 @@ def _pick(rng, words):
   return words[rng.integers(len(words))]
 
 
-def captions_for(scene: Scene, rng: np.random.Generator,
-                 n: int = CAPTIONS_PER_IMAGE) -> tuple[str, ...]:
+def captions_for(scene: Scene, rng: np.random.Generator, n: int = CAPTIONS_PER_IMAGE,
+                 one_object=ONE_OBJECT_TEMPLATES, two_object=TWO_OBJECT_TEMPLATES
+                 ) -> tuple[str, ...]:
   out = []
   if scene.relation is None:
     (obj,) = scene.objects
-    for k in rng.permutation(len(ONE_OBJECT_TEMPLATES))[:n]:
-      out.append(ONE_OBJECT_TEMPLATES[k].format(
+    for k in rng.permutation(len(one_object))[:n]:
+      out.append(one_object[k].format(
           size=_pick(rng, SIZE_WORDS[obj.size]), color=obj.color,
           shape=_pick(rng, SHAPE_WORDS[obj.shape]),
           pos=_pick(rng, POSITION_WORDS[obj.position])))
@@ -218,7 +240,7 @@ def captions_for(scene: Scene, rng: np.random.Generator,
       rel, a, b = scene.relation, first, second
     else:
       rel, a, b = INVERSE[scene.relation], second, first
-    template = _pick(rng, TWO_OBJECT_TEMPLATES[rel])
+    template = _pick(rng, two_object[rel])
     out.append(template.format(ca=a.color, sa=_pick(rng, SHAPE_WORDS[a.shape]),
                                cb=b.color, sb=_pick(rng, SHAPE_WORDS[b.shape])))
   return tuple(out)
@@ -239,6 +261,16 @@ def captions(split: str, index: int, seed: int = 0,
              heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> tuple[str, ...]:
   """The captions of example `index` without rendering it."""
   return _captions(sample_scene(split, index, seed, heldout), split, index, seed)
+
+
+def paraphrases(split: str, index: int, seed: int = 0,
+                heldout: Sequence[tuple[str, str]] = DEFAULT_HELDOUT) -> tuple[str, ...]:
+  """Captions of example `index` in the paraphrase templates, as many as its
+  own: the same scene said in ways its captions never are."""
+  return captions_for(sample_scene(split, index, seed, heldout),
+                      np.random.default_rng([SPLITS.index(split), index, seed, 2]),
+                      one_object=PARAPHRASE_ONE_OBJECT_TEMPLATES,
+                      two_object=PARAPHRASE_TWO_OBJECT_TEMPLATES)
 
 
 def caption_words() -> tuple[str, ...]:

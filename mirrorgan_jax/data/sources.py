@@ -101,6 +101,15 @@ class ShapesSource:
     self._check(index)
     return shapes.captions(self.split, index, self.seed, self.heldout)
 
+  def paraphrases(self, index: int) -> tuple[str, ...]:
+    """The example's scene in phrasings its captions never use (`shapes.paraphrases`)."""
+    self._check(index)
+    return shapes.paraphrases(self.split, index, self.seed, self.heldout)
+
+  def paraphrase_ids(self, index: int) -> tuple[np.ndarray, ...]:
+    """Word ids of `paraphrases(index)`; words outside the vocabulary dropped."""
+    return tuple(self._encode(c) for c in self.paraphrases(index))
+
   def _encode(self, caption: str) -> np.ndarray:
     ids = self._ids.get(caption)
     if ids is None:
