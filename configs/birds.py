@@ -87,6 +87,11 @@ def get_config():
   # Deviation when True (shapes only): each DAMSM batch pairs every image with a
   # near miss, the same scene with one named thing changed (docs/shapes_default_job.md).
   config.damsm.near_misses = False
+  # A deviation where > 0 (shapes only): DAMSM's captions' function words swapped,
+  # dropped, inserted at these rates per word (mirrorgan_jax/caption_noise.py).
+  config.damsm.function_word_swap = 0.0
+  config.damsm.function_word_drop = 0.0
+  config.damsm.function_word_insert = 0.0
   config.damsm.weights = ""  # a workdir or checkpoint holding pretrained DAMSM: skip the phase
 
   # Adam for G and for each D (TRAIN.GENERATOR_LR / DISCRIMINATOR_LR).

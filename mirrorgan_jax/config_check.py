@@ -122,6 +122,10 @@ def check_config(config) -> None:
     if config.damsm.near_misses:
       r("damsm.batch_size", lambda v: v % 2 == 0,
         "even with damsm.near_misses (each image comes with its near miss)")
+  for f in ("function_word_swap", "function_word_drop", "function_word_insert"):
+    if f in config.damsm:  # absent from configs saved before it existed
+      r(f"damsm.{f}", lambda v: v == 0 or (0 < v <= 1 and config.dataset == "shapes"),
+        "a rate in [0, 1], above 0 only with dataset 'shapes' (its attribute words are known)")
   for f in ("log_every", "checkpoint_every", "sample_every"):
     r(f"train.{f}", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)")
   r("train.nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'")

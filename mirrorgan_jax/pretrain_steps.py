@@ -9,6 +9,8 @@ backbone trains whole. Deviations: AttnGAN re-creates Adam every epoch (its
 moments restart); we keep them. Its Inception runs BatchNorm in training mode;
 ours keeps the ImageNet statistics. Images are the largest stage of the
 pipeline (256 crop), resized to 299 by the encoder, instead of a 299 crop of 355.
+Where `damsm.function_word_*` are set (a deviation, shapes only), the captions'
+words that name no attribute are noised first (`caption_noise`).
 
 stream: the STREAM captioner on real images and their captions, teacher-forced
 cross-entropy (the image-captioning code the MirrorGAN README points to: Adam
@@ -27,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mirrorgan_jax import damsm, losses, param_groups
+from mirrorgan_jax import caption_noise, damsm, losses, param_groups
 from mirrorgan_jax.factory import Models
 from mirrorgan_jax.gan_state import NetState, all_finite, example_inputs, where_tree
 
@@ -104,14 +106,26 @@ def damsm_losses(models: Models, config, text_params, image_vars, batch, *, trai
   return terms, new_vars.get("batch_stats", {})
 
 
+def function_word_rates(config) -> tuple[float, float, float]:
+  """(swap, drop, insert) of `damsm.function_word_*`; 0 (official) where absent."""
+  return tuple(float(config.damsm.get(f"function_word_{k}", 0.0))
+               for k in ("swap", "drop", "insert"))
+
+
 def make_damsm_step(models: Models, config) -> Callable:
   text_tx, image_tx = damsm_optimizers(config)
   frozen = _image_encoder_frozen(config)
   schedule = damsm_schedule(config)
+  rates = function_word_rates(config)
+  function = caption_noise.function_words(config.text.vocab_size) if any(rates) else None
 
   def step(state: DamsmState, batch, key):
     key = jax.random.fold_in(key, state.step)
     held = param_groups.split(state.image.params, frozen)[1]
+    if function is not None:  # A deviation, shapes only: see caption_noise.
+      captions, lengths = caption_noise.noise(batch["captions"], batch["caption_lens"],
+                                              jax.random.fold_in(key, 1), function, *rates)
+      batch = {**batch, "captions": captions, "caption_lens": lengths}
 
     def loss_fn(text_params, image_trained):
       variables = {"params": param_groups.merge(image_trained, held),

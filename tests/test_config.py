@@ -46,6 +46,7 @@ def test_shipped_configs_are_valid(get):
     ("stream.backbone", "vgg", "config.stream.backbone"),
     ("ema_decay", 2.0, "config.ema_decay"),
     ("damsm.near_misses", True, "dataset 'shapes'"),
+    ("damsm.function_word_drop", 0.2, "above 0 only with dataset 'shapes'"),
     ("data.prefetch", -1, "config.data.prefetch must be an integer >= 0"),
     ("model.image_subpixels", 0, "config.model.image_subpixels must be a positive integer"),
     ("gan.ema_bn_batches", -1, "config.gan.ema_bn_batches must be an integer >= 0"),
@@ -88,6 +89,15 @@ def test_near_miss_batches_must_be_even():
   c.damsm.batch_size = 47
   with pytest.raises(ConfigError, match=r"config.damsm.batch_size must be even with "
                                         r"damsm.near_misses"):
+    check_config(c)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_function_word_rates_are_rates(value):
+  from configs import shapes  # pylint: disable=import-outside-toplevel
+  c = shapes.get_config()
+  c.damsm.function_word_insert = value
+  with pytest.raises(ConfigError, match=r"config.damsm.function_word_insert must be a rate"):
     check_config(c)
 
 
