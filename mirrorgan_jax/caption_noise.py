@@ -1,5 +1,5 @@
 """Meaning-keeping noise on captions' function words, for DAMSM training
-(`damsm.function_word_noise`; a deviation, shapes only, off in birds/coco).
+(`damsm.function_word_swap`, `_drop`, `_insert`; a deviation, shapes only, off in birds/coco).
 
 The shapes captions come from a few templates, so a text encoder trained on
 them alone reads a sentence in another phrasing ("the ... is to the left of",
@@ -20,13 +20,10 @@ import numpy as np
 
 from mirrorgan_jax.data import shapes
 
-RELATION_WORDS = ("left", "right", "above", "below")
-
-
 def attribute_words() -> frozenset:
   """The shapes words that name an attribute (colour, size, shape, position,
   relation); "round shape" counts both its words."""
-  named = [*shapes.COLORS, *RELATION_WORDS]
+  named = [*shapes.COLORS, *shapes.INVERSE]  # INVERSE's keys: the relation words
   for table in (shapes.SIZE_WORDS, shapes.SHAPE_WORDS, shapes.POSITION_WORDS):
     named += [w for words in table.values() for phrase in words for w in phrase.split()]
   return frozenset(named)

@@ -55,9 +55,9 @@ class Captions:
 
 def _encode(source, pairs, words_num, paraphrased: bool = False) -> Captions:
   ids, lens, texts = [], [], []
+  caption_ids, captions = ((source.paraphrase_ids, source.paraphrases) if paraphrased
+                           else (source.caption_ids, source.captions))
   for index, k in pairs:
-    caption_ids, captions = ((source.paraphrase_ids, source.paraphrases) if paraphrased
-                             else (source.caption_ids, source.captions))
     c, n = encode_caption(caption_ids(index)[k], words_num)
     ids.append(c)
     lens.append(n)
