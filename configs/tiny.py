@@ -13,6 +13,10 @@ def get_config():
   config.optim.g_lr = 2e-4
   config.optim.d_lr = 2e-4
   config.loss.edge_d_weight = 0.0  # the edge critic: tests/test_gan_step.py turns it on
+  # DAMSM on the captions as given: tests/test_caption_noise.py turns the noise on.
+  config.damsm.function_word_swap = 0.0
+  config.damsm.function_word_drop = 0.0
+  config.damsm.function_word_insert = 0.0
   config.text.words_num = 6
   config.text.embedding_dim = 16
   config.text.hidden_dim = 16
