@@ -100,11 +100,11 @@ def get_config():
   # with probability 0.1, dropped with 0.1, one inserted before each word with
   # 0.05. Trained on the templates alone, the encoder read captions in other
   # phrasings as other scenes. Whole jobs on the 2-core Intel Xeon, run seeds
-  # 0-3: the report's paraphrase rows `test` all 0.869-0.892 (mean 0.878)
-  # against 0.736-0.839 (0.806), held-out all 0.652-0.706 (0.686) against
-  # 0.498-0.706 (0.619); on the dataset's captions level: `test` all
-  # 0.927-0.947 (0.938) against 0.922-0.941 (0.933), held-out all 0.723-0.814
-  # (0.777) against 0.708-0.862 (0.781). About 5 s more of DAMSM. Twice these
+  # 0-4: the report's paraphrase rows `test` all 0.837-0.892 (mean 0.870)
+  # against 0.736-0.839 (0.798), held-out all 0.583-0.706 (0.665) against
+  # 0.498-0.706 (0.611); on the dataset's captions about level: `test` all
+  # 0.927-0.947 (0.936) against 0.922-0.959 (0.938), held-out all 0.678-0.814
+  # (0.757) against 0.708-0.862 (0.779). About 5 s more of DAMSM. Twice these
   # rates cost held-out pairs (docs/shapes_default_job.md).
   config.damsm.function_word_swap = 0.1
   config.damsm.function_word_drop = 0.1
