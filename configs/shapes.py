@@ -3,7 +3,7 @@ job, sized for a 2-core CPU. Two stages of 16 and 32 px (the scorer reads 32 px
 images correctly: shape 0.987 on real ones) keep a GAN iteration near 105 ms
 on a 2-core Intel Xeon (`benchmarks.step_time`), where all three phases took
 10.0 minutes with DAMSM and STREAM trained at once (11.0 one after the other, in
-a slower hour; 9.9-10.2 with the function-word noise, in a slow hour).
+a slower hour; 9.9-10.6 with the function-word noise, in slow hours).
 docs/shapes_default_job.md has the measurements behind each value that
 differs from birds.py."""
 
