@@ -601,8 +601,10 @@ def test_generator_update_equals_an_independent_gradient_of_its_loss(damsm_weigh
 def test_colour_twins_take_their_rows_noise_and_their_term_is_in_g_loss(every):
   """With `loss.colour_twin_weight` the last row of every `gan.twin_every`
   shares z and the conditioning noise with the row before it: a batch whose
-  twin rows repeat those rows gives a term of exactly 0; on a batch of
-  distinct rows the term is positive and joins G's loss at the weight."""
+  twin rows repeat those rows gives a term of 0 up to rounding (about 1e-18 on
+  an AMD EPYC, where XLA's vector code rounds identical rows apart; exactly 0
+  on the Intel Xeon); on a batch of distinct rows the term is positive (above
+  1e-4) and joins G's loss at the weight."""
   config = tiny.get_config()
   config.loss.colour_twin_weight = 5.0
   config.gan.twin_every = every
@@ -612,7 +614,7 @@ def test_colour_twins_take_their_rows_noise_and_their_term_is_in_g_loss(every):
   rows[every - 1::every] -= 1
   twins = jax.tree.map(lambda x: x[rows], batch)
   _, m = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, twins), KEY))
-  assert m["g_twin"] == 0.0
+  assert 0.0 <= m["g_twin"] < 1e-12
   _, m = host(step(init(jax.random.key(0)), parallel.global_batch(mesh, batch), KEY))
   assert m["g_twin"] > 1e-4
   expected = (m["g_adv_0"] + m["g_adv_1"] + config.loss.stream_weight * m["g_stream"]
